@@ -1,0 +1,627 @@
+package qcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/qcache-go/qcache/internal/backoff"
+)
+
+// anyEntry is what the client and filters know of an entry, whatever its
+// types.
+type anyEntry interface {
+	entryKey() Key
+	lastUsed() uint64
+	evictable() bool
+	evict() bool
+	stopTimers()
+	// invalidate marks the entry stale and, when rt asks for it, starts an
+	// explicit refetch; the returned function waits for that refetch (nil
+	// when none started).
+	invalidate(rt RefetchType) (wait func(context.Context) error)
+	// refetch starts an explicit refetch and returns its wait.
+	refetch() (wait func(context.Context) error)
+	cancelFetch()
+	remove()
+}
+
+// entry is the cache entry of one (query, P): its state, the one fetch in
+// flight, the one follow-up fetch, its observers and its timers. Every state
+// change goes through setLocked, which publishes it and notifies observers.
+type entry[P comparable, T any] struct {
+	q   *Query[P, T]
+	p   P
+	key Key
+
+	// Read without the lock, on the hit path.
+	fresh   atomic.Bool              // data present, not invalidated, younger than StaleTime
+	snap    atomic.Pointer[State[T]] // the state as last published (IsStale not set)
+	lastUse atomic.Uint64            // client.useClock when last used, for LRU eviction
+
+	mu         sync.Mutex
+	st         State[T]
+	seq        uint64 // advanced by every fetch start, invalidation, SetData and reset
+	invalidSeq uint64 // seq of the last invalidation
+	setDataSeq uint64 // seq of the last SetData
+	resetSeq   uint64 // seq of the last Remove of an observed entry
+	dataVer    uint64 // advanced whenever Data changes, for Update
+	inflight   *fetchOp[T]
+	followUp   *fetchOp[T] // explicit refetches asked while inflight runs
+	observers  []*Observer[T]
+	freshGen   uint64
+	staleTimer *time.Timer
+	gcGen      uint64
+	gcTimer    *time.Timer
+	removed    bool
+	lastChange time.Time
+}
+
+// fetchOp is one fetch: started at once, or as a follow-up when the fetch in
+// flight settles.
+type fetchOp[T any] struct {
+	done     chan struct{}
+	data     T
+	err      error
+	startSeq uint64
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	waiters  int  // callers blocked in wait
+	detached bool // wanted by someone who does not wait (Prefetch, observers, invalidation)
+	prevFail int  // FailureCount before the fetch, restored on cancel
+}
+
+func newEntry[P comparable, T any](q *Query[P, T], p P, key Key) *entry[P, T] {
+	e := &entry[P, T]{q: q, p: p, key: key}
+	e.snap.Store(&State[T]{})
+	return e
+}
+
+func (op *fetchOp[T]) add(detached bool) {
+	if detached {
+		op.detached = true
+	} else {
+		op.waiters++
+	}
+}
+
+// freshness actions for setLocked.
+const (
+	keepFresh = iota
+	makeFresh
+	makeStale
+)
+
+// setLocked is the one place that changes the state: it applies mut,
+// publishes the result for lock-free readers, updates freshness and tells
+// the observers.
+func (e *entry[P, T]) setLocked(mut func(*State[T]), fresh int) {
+	if fresh == makeStale {
+		e.markStaleLocked()
+	}
+	mut(&e.st)
+	s := e.st
+	e.snap.Store(&s)
+	if fresh == makeFresh {
+		e.markFreshLocked()
+	}
+	e.lastChange = time.Now()
+	e.notifyLocked(true)
+}
+
+// stateLocked returns the state with IsStale filled in.
+func (e *entry[P, T]) stateLocked() State[T] {
+	s := e.st
+	s.IsStale = !e.fresh.Load()
+	return s
+}
+
+func (e *entry[P, T]) notifyLocked(change bool) {
+	if len(e.observers) == 0 {
+		return
+	}
+	s := e.stateLocked()
+	for _, o := range e.observers {
+		o.deliver(s, change)
+	}
+}
+
+func (e *entry[P, T]) markFreshLocked() {
+	e.freshGen++
+	if e.staleTimer != nil {
+		e.staleTimer.Stop()
+		e.staleTimer = nil
+	}
+	st := e.q.cfg.staleTime
+	if st <= 0 || !e.st.HasData {
+		e.fresh.Store(false)
+		return
+	}
+	e.fresh.Store(true)
+	if st == Forever {
+		return
+	}
+	gen := e.freshGen
+	e.staleTimer = time.AfterFunc(st, func() { e.turnStale(gen) })
+}
+
+func (e *entry[P, T]) markStaleLocked() {
+	e.freshGen++
+	if e.staleTimer != nil {
+		e.staleTimer.Stop()
+		e.staleTimer = nil
+	}
+	e.fresh.Store(false)
+}
+
+// turnStale runs when StaleTime has passed since the data landed. Observers
+// are told (their interval function is asked again) but the turn does not
+// count as a state change for interval timing.
+func (e *entry[P, T]) turnStale(gen uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if gen != e.freshGen || !e.fresh.Load() {
+		return
+	}
+	e.fresh.Store(false)
+	e.staleTimer = nil
+	e.notifyLocked(false)
+}
+
+// ---------- fetching ----------
+
+// joinLocked returns the fetch in flight, or starts one: the path of callers
+// content with any fetch that is running (Get, Prefetch, mount, interval,
+// focus, reconnect).
+func (e *entry[P, T]) joinLocked(detached bool) *fetchOp[T] {
+	if op := e.inflight; op != nil {
+		e.q.c.dedup.Add(1)
+		op.add(detached)
+		return op
+	}
+	op := &fetchOp[T]{done: make(chan struct{})}
+	op.add(detached)
+	e.startLocked(op)
+	return op
+}
+
+// refetchLocked returns a fetch that starts now or, when one is in flight,
+// the follow-up that starts when it settles: the path of explicit refetches,
+// which need data requested after they asked.
+func (e *entry[P, T]) refetchLocked(detached bool) *fetchOp[T] {
+	if e.inflight == nil {
+		op := &fetchOp[T]{done: make(chan struct{})}
+		op.add(detached)
+		e.startLocked(op)
+		return op
+	}
+	if e.followUp == nil {
+		e.followUp = &fetchOp[T]{done: make(chan struct{})}
+	} else {
+		e.q.c.dedup.Add(1)
+	}
+	e.followUp.add(detached)
+	return e.followUp
+}
+
+func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
+	c := e.q.c
+	e.seq++
+	op.startSeq = e.seq
+	op.ctx, op.cancel = context.WithCancelCause(c.ctx)
+	op.prevFail = e.st.FailureCount
+	e.inflight = op
+	e.stopGCLocked()
+	status := Fetching
+	if !c.online.Load() {
+		status = FetchPaused
+	}
+	e.setLocked(func(s *State[T]) { s.FetchStatus = status; s.FailureCount = 0 }, keepFresh)
+	if !c.goroutine(func() { e.run(op) }) {
+		op.cancel(ErrClosed)
+		var zero T
+		e.settleLocked(op, zero, ErrClosed)
+		return
+	}
+	c.fetches.Add(1)
+}
+
+// run is the goroutine of one fetch: attempts, retries with their delays,
+// pauses while offline, then settle.
+func (e *entry[P, T]) run(op *fetchOp[T]) {
+	q := e.q
+	var data T
+	var err error
+	for failures := 0; ; {
+		if err = e.waitOnline(op); err != nil {
+			break
+		}
+		data, err = q.attempt(op.ctx, e.p)
+		if err == nil {
+			break
+		}
+		if op.ctx.Err() != nil {
+			err = context.Cause(op.ctx)
+			break
+		}
+		failures++
+		e.noteFailure(op, failures)
+		if failures > q.cfg.retry || !retryable(err) {
+			break
+		}
+		q.c.retries.Add(1)
+		delay := q.retryDelay(failures-1, err)
+		q.c.cfg.logger.Debug("qcache: retrying fetch", "key", e.key.String(), "attempt", failures+1, "delay", delay, "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-op.ctx.Done():
+			t.Stop()
+			err = context.Cause(op.ctx)
+		}
+		if op.ctx.Err() != nil {
+			break
+		}
+	}
+	e.mu.Lock()
+	e.settleLocked(op, data, err)
+	e.mu.Unlock()
+}
+
+// waitOnline blocks, in FetchPaused, while the client is offline.
+func (e *entry[P, T]) waitOnline(op *fetchOp[T]) error {
+	c := e.q.c
+	if c.online.Load() {
+		return nil
+	}
+	e.mu.Lock()
+	if e.inflight == op && e.st.FetchStatus != FetchPaused {
+		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchPaused }, keepFresh)
+	}
+	e.mu.Unlock()
+	select {
+	case <-c.onlineWait():
+	case <-op.ctx.Done():
+		return context.Cause(op.ctx)
+	}
+	e.mu.Lock()
+	if e.inflight == op {
+		e.setLocked(func(s *State[T]) { s.FetchStatus = Fetching }, keepFresh)
+	}
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *entry[P, T]) noteFailure(op *fetchOp[T], failures int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.inflight == op {
+		e.setLocked(func(s *State[T]) { s.FailureCount = failures }, keepFresh)
+	}
+}
+
+// settleLocked ends op: stores its result unless a later SetData or reset
+// supersedes it, wakes its waiters, starts the follow-up if one is waiting
+// and restarts the gc clock.
+func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
+	c := e.q.c
+	if e.inflight == op {
+		e.inflight = nil
+	}
+	cancelled := err != nil && op.ctx.Err() != nil
+	op.cancel(nil)
+	switch {
+	case cancelled:
+		// Cancel, Client.Close, or nobody wanted it: back to the state before
+		// the fetch, data kept.
+		if errors.Is(err, ErrClosed) {
+			op.err = ErrClosed
+		} else {
+			op.err = fmt.Errorf("qcache: fetch %s: %w", e.key, err)
+		}
+		prev := op.prevFail
+		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchIdle; s.FailureCount = prev }, keepFresh)
+	case op.startSeq <= e.resetSeq:
+		// The entry was removed while this fetch ran: the result goes to its
+		// own waiters only.
+		op.data, op.err = data, e.wrapErr(err)
+		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchIdle }, keepFresh)
+	case e.setDataSeq > op.startSeq:
+		// SetData wins over every fetch that started before it.
+		op.data = e.st.Data
+		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchIdle }, keepFresh)
+	case err != nil:
+		op.err = e.wrapErr(err)
+		c.fetchErrors.Add(1)
+		c.cfg.logger.Debug("qcache: fetch failed", "key", e.key.String(), "err", err)
+		now := time.Now()
+		e.setLocked(func(s *State[T]) {
+			s.FetchStatus = FetchIdle
+			s.Status = StatusError
+			s.Err = op.err
+			s.ErrorUpdatedAt = now
+			s.IsInvalidated = true
+		}, makeStale)
+	default:
+		op.data = data
+		e.dataVer++
+		now := time.Now()
+		invalidated := e.invalidSeq > op.startSeq
+		fresh := makeFresh
+		if invalidated {
+			fresh = makeStale
+		}
+		e.setLocked(func(s *State[T]) {
+			s.FetchStatus = FetchIdle
+			s.Data, s.HasData = data, true
+			s.DataUpdatedAt = now
+			s.Status = StatusSuccess
+			s.Err = nil
+			s.FailureCount = 0
+			s.IsInvalidated = invalidated
+		}, fresh)
+	}
+	close(op.done)
+	if next := e.followUp; next != nil {
+		e.followUp = nil
+		e.startLocked(next)
+	}
+	e.scheduleGCLocked()
+}
+
+func (e *entry[P, T]) wrapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("qcache: fetch %s: %w", e.key, err)
+}
+
+// wait blocks until op settles or ctx ends; a caller whose context ends
+// leaves at once, and the fetch is cancelled when nobody wants it any more.
+func (e *entry[P, T]) wait(ctx context.Context, op *fetchOp[T]) (T, error) {
+	select {
+	case <-op.done:
+		return op.data, op.err
+	case <-ctx.Done():
+		select {
+		case <-op.done:
+			return op.data, op.err
+		default:
+		}
+		e.leave(op)
+		var zero T
+		return zero, fmt.Errorf("qcache: %s: %w", e.key, context.Cause(ctx))
+	}
+}
+
+func (e *entry[P, T]) leave(op *fetchOp[T]) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	op.waiters--
+	if op.waiters > 0 || op.detached || len(e.observers) > 0 {
+		return
+	}
+	switch op {
+	case e.inflight:
+		op.cancel(context.Canceled)
+	case e.followUp:
+		e.followUp = nil
+	}
+}
+
+// cancelLocked stops the fetch in flight and drops the follow-up; their
+// waiters get an error wrapping context.Canceled.
+func (e *entry[P, T]) cancelLocked() {
+	if f := e.followUp; f != nil {
+		e.followUp = nil
+		f.err = fmt.Errorf("qcache: fetch %s: %w", e.key, context.Canceled)
+		close(f.done)
+	}
+	if op := e.inflight; op != nil {
+		op.cancel(context.Canceled)
+	}
+}
+
+func retryable(err error) bool {
+	var he *HTTPError
+	if errors.As(err, &he) {
+		return he.StatusCode < 400 || he.StatusCode >= 500 || he.StatusCode == 408 || he.StatusCode == 429
+	}
+	var de *DecodeError
+	var pe *panicError
+	var be *bodyTooLargeError
+	var re *requestError
+	return !errors.As(err, &de) && !errors.As(err, &pe) && !errors.As(err, &be) && !errors.As(err, &re)
+}
+
+// ---------- invalidation, removal, gc ----------
+
+func (e *entry[P, T]) entryKey() Key { return e.key }
+
+func (e *entry[P, T]) lastUsed() uint64 { return e.lastUse.Load() }
+
+func (e *entry[P, T]) touch() {
+	c := e.q.c
+	if c.cfg.maxEntries > 0 {
+		if t := c.useClock.Load(); e.lastUse.Load() != t {
+			e.lastUse.Store(t)
+		}
+	}
+}
+
+func (e *entry[P, T]) hasEnabledObserverLocked() bool {
+	for _, o := range e.observers {
+		if o.enabled() {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *entry[P, T]) invalidate(rt RefetchType) func(context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed {
+		return nil
+	}
+	e.seq++
+	e.invalidSeq = e.seq
+	e.setLocked(func(s *State[T]) { s.IsInvalidated = true }, makeStale)
+	active := e.hasEnabledObserverLocked()
+	var refetch bool
+	switch rt {
+	case RefetchActive:
+		refetch = active
+	case RefetchInactive:
+		refetch = !active
+	case RefetchAll:
+		refetch = true
+	}
+	if !refetch {
+		return nil
+	}
+	return e.waitFunc(e.refetchLocked(true))
+}
+
+func (e *entry[P, T]) refetch() func(context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed {
+		return nil
+	}
+	return e.waitFunc(e.refetchLocked(true))
+}
+
+// waitFunc returns a wait for a detached op: the caller's context ends its
+// wait, never the fetch. The fetch's own error is not returned: it lands in
+// the entry's State.
+func (e *entry[P, T]) waitFunc(op *fetchOp[T]) func(context.Context) error {
+	return func(ctx context.Context) error {
+		select {
+		case <-op.done:
+			if errors.Is(op.err, ErrClosed) {
+				return ErrClosed
+			}
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("qcache: %s: %w", e.key, context.Cause(ctx))
+		}
+	}
+}
+
+func (e *entry[P, T]) cancelFetch() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cancelLocked()
+}
+
+// remove drops the entry. An entry with observers is reset in place instead:
+// its data is dropped, fetches already running do not store their results,
+// and enabled observers get a new fetch.
+func (e *entry[P, T]) remove() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed {
+		return
+	}
+	if len(e.observers) == 0 {
+		e.removeLocked()
+		return
+	}
+	e.seq++
+	e.resetSeq = e.seq
+	e.dataVer++
+	e.setLocked(func(s *State[T]) { *s = State[T]{FetchStatus: s.FetchStatus} }, makeStale)
+	if e.hasEnabledObserverLocked() {
+		e.refetchLocked(true)
+	}
+}
+
+func (e *entry[P, T]) removeLocked() {
+	e.removed = true
+	e.markStaleLocked()
+	e.stopGCLocked()
+	if e.q.entries.CompareAndDelete(e.p, e) {
+		e.q.c.entries.Add(-1)
+	}
+}
+
+func (e *entry[P, T]) evictable() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.evictableLocked()
+}
+
+func (e *entry[P, T]) evictableLocked() bool {
+	return !e.removed && len(e.observers) == 0 && e.inflight == nil && e.followUp == nil
+}
+
+func (e *entry[P, T]) evict() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.evictableLocked() {
+		return false
+	}
+	e.removeLocked()
+	return true
+}
+
+func (e *entry[P, T]) stopTimers() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stopGCLocked()
+	if e.staleTimer != nil {
+		e.staleTimer.Stop()
+		e.staleTimer = nil
+	}
+}
+
+func (e *entry[P, T]) stopGCLocked() {
+	e.gcGen++
+	if e.gcTimer != nil {
+		e.gcTimer.Stop()
+		e.gcTimer = nil
+	}
+}
+
+// scheduleGCLocked (re)starts the gc clock of an idle entry without
+// observers; it does nothing for an entry that is observed or fetching.
+func (e *entry[P, T]) scheduleGCLocked() {
+	e.stopGCLocked()
+	if !e.evictableLocked() || e.q.c.closed.Load() {
+		return
+	}
+	gc := e.q.cfg.gcTime
+	if gc == Forever {
+		return
+	}
+	gen := e.gcGen
+	e.gcTimer = time.AfterFunc(gc, func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if gen == e.gcGen && e.evictableLocked() {
+			e.removeLocked()
+		}
+	})
+}
+
+// retryDelay is the wait before retry n (0 for the first): Retry-After when
+// the server sent one, else the query's RetryDelay or the default backoff.
+func (q *Query[P, T]) retryDelay(n int, err error) time.Duration {
+	var he *HTTPError
+	if errors.As(err, &he) {
+		if d, ok := backoff.RetryAfter(he.Header, time.Now()); ok {
+			return d
+		}
+	}
+	if q.cfg.retryDelay != nil {
+		if d := q.cfg.retryDelay(n, err); d > 0 {
+			return d
+		}
+		return 0
+	}
+	return backoff.Exponential(n, time.Second, 30*time.Second)
+}

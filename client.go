@@ -1,0 +1,307 @@
+package qcache
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Client holds the cache: every Query made from it, their entries, observers
+// and streams, and the focus and online state they react to. A Client is
+// safe for concurrent use. Call Close when done with it.
+type Client struct {
+	cfg    clientConfig
+	ctx    context.Context // cancelled by Close; every fetch and goroutine derives from it
+	cancel context.CancelFunc
+
+	closed atomic.Bool
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex // guards the fields below and wg.Add against Close
+	queries   []anyQuery
+	observers map[observerHandle]struct{}
+	onlineCh  chan struct{} // closed while online
+	evicting  bool
+
+	focused atomic.Bool
+	online  atomic.Bool
+
+	entries  atomic.Int64
+	useClock atomic.Uint64 // advanced on every miss; entries remember it when used, for LRU eviction
+
+	hits               stripedCounter
+	misses, fetches    atomic.Uint64
+	fetchErrors, dedup atomic.Uint64
+	retries, evictions atomic.Uint64
+}
+
+// observerHandle is what the client knows of an observer: the events it
+// broadcasts and the end it forces.
+type observerHandle interface {
+	focusGained()
+	reconnected()
+	clientClosed()
+}
+
+// anyQuery is what the client knows of a Query[P, T]: its entries.
+type anyQuery interface {
+	eachEntry(yield func(anyEntry) bool)
+}
+
+// NewClient returns a client configured by opts. It starts no goroutine.
+func NewClient(opts ...ClientOption) *Client {
+	cfg := defaultClientConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c := &Client{cfg: cfg, observers: map[observerHandle]struct{}{}, onlineCh: make(chan struct{})}
+	close(c.onlineCh)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.focused.Store(true)
+	c.online.Store(true)
+	return c
+}
+
+// Close ends every observer, poller and stream, cancels fetches in flight
+// (their waiters get ErrClosed), and waits for the client's goroutines to
+// return. Later calls on the client and its queries fail with ErrClosed.
+// Close is idempotent; it always returns nil.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed.Swap(true) {
+		c.mu.Unlock()
+		c.wg.Wait()
+		return nil
+	}
+	obs := make([]observerHandle, 0, len(c.observers))
+	for o := range c.observers {
+		obs = append(obs, o)
+	}
+	queries := slices.Clone(c.queries)
+	c.mu.Unlock()
+
+	c.cancel()
+	for _, o := range obs {
+		o.clientClosed()
+	}
+	c.wg.Wait()
+	for _, q := range queries {
+		q.eachEntry(func(e anyEntry) bool { e.stopTimers(); return true })
+	}
+	return nil
+}
+
+// goroutine runs f in a goroutine that Close waits for. It reports false,
+// without running f, once the client is closed.
+func (c *Client) goroutine(f func()) bool {
+	c.mu.Lock()
+	if c.closed.Load() {
+		c.mu.Unlock()
+		return false
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// SetFocused tells the client whether the service is "focused": what that
+// means is the caller's (a leader lease held, a tenant active, a UI in
+// front). While unfocused, interval polling pauses unless an observer asks
+// for RefetchIntervalInBackground. A transition to focused refetches
+// observers per their RefetchOnFocus; setting the same value again does
+// nothing.
+func (c *Client) SetFocused(focused bool) {
+	if c.focused.Swap(focused) == focused || !focused {
+		return
+	}
+	for _, o := range c.observerList() {
+		o.focusGained()
+	}
+}
+
+// IsFocused reports the focus state: true until SetFocused(false).
+func (c *Client) IsFocused() bool { return c.focused.Load() }
+
+// SetOnline tells the client whether the upstream can be reached. While
+// offline, fetches wait in FetchPaused without calling the fetch function
+// and go on when back online; a transition to online also refetches
+// observers per their RefetchOnReconnect.
+func (c *Client) SetOnline(online bool) {
+	c.mu.Lock()
+	if c.online.Load() == online {
+		c.mu.Unlock()
+		return
+	}
+	c.online.Store(online)
+	if online {
+		close(c.onlineCh)
+	} else {
+		c.onlineCh = make(chan struct{})
+	}
+	c.mu.Unlock()
+	if online {
+		for _, o := range c.observerList() {
+			o.reconnected()
+		}
+	}
+}
+
+// IsOnline reports the online state: true until SetOnline(false).
+func (c *Client) IsOnline() bool { return c.online.Load() }
+
+// onlineWait returns a channel that is closed while the client is online.
+func (c *Client) onlineWait() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.onlineCh
+}
+
+func (c *Client) observerList() []observerHandle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]observerHandle, 0, len(c.observers))
+	for o := range c.observers {
+		out = append(out, o)
+	}
+	return out
+}
+
+// addObserver registers o for broadcasts; it reports false once closed.
+func (c *Client) addObserver(o observerHandle) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.observers[o] = struct{}{}
+	return true
+}
+
+func (c *Client) removeObserver(o observerHandle) {
+	c.mu.Lock()
+	delete(c.observers, o)
+	c.mu.Unlock()
+}
+
+func (c *Client) addQuery(q anyQuery) {
+	c.mu.Lock()
+	c.queries = append(c.queries, q)
+	c.mu.Unlock()
+}
+
+func (c *Client) queryList() []anyQuery {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.queries)
+}
+
+// Stats are counters of a client since it was made.
+type Stats struct {
+	Entries, Observers                 int    // now
+	Hits, Misses, Fetches, FetchErrors uint64 // Get answered from memory or not; fetches started and failed
+	Deduplicated, Retries, Evictions   uint64 // callers that joined a fetch in flight; retried attempts; entries evicted by WithMaxEntries
+}
+
+// Stats returns the client's counters. Fetches counts fetches that settled
+// or are in flight; FetchErrors counts fetches that failed after their
+// retries (cancelled fetches count in neither).
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	obs := len(c.observers)
+	c.mu.Unlock()
+	return Stats{
+		Entries:      int(c.entries.Load()),
+		Observers:    obs,
+		Hits:         c.hits.load(),
+		Misses:       c.misses.Load(),
+		Fetches:      c.fetches.Load(),
+		FetchErrors:  c.fetchErrors.Load(),
+		Deduplicated: c.dedup.Load(),
+		Retries:      c.retries.Load(),
+		Evictions:    c.evictions.Load(),
+	}
+}
+
+// stripedCounter is a counter for the hit path: goroutines on different
+// cores add to different cache lines, picked by the address of their stack,
+// so that counting does not bounce one line between cores.
+type stripedCounter struct {
+	stripes [32]struct {
+		n atomic.Uint64
+		_ [120]byte
+	}
+}
+
+//go:nosplit
+func (s *stripedCounter) add() {
+	var marker byte
+	h := uint64(uintptr(unsafe.Pointer(&marker))) * 0x9E3779B97F4A7C15
+	s.stripes[h>>59].n.Add(1)
+}
+
+func (s *stripedCounter) load() uint64 {
+	var sum uint64
+	for i := range s.stripes {
+		sum += s.stripes[i].n.Load()
+	}
+	return sum
+}
+
+// evict removes unobserved, idle entries, least recently used first, until
+// the client holds at most 95% of WithMaxEntries (so that eviction is
+// amortised over many inserts). It runs on the goroutine that inserted past
+// the bound; concurrent inserters do not wait for it.
+func (c *Client) evict() {
+	max := int64(c.cfg.maxEntries)
+	if max <= 0 || c.entries.Load() <= max {
+		return
+	}
+	c.mu.Lock()
+	if c.evicting {
+		c.mu.Unlock()
+		return
+	}
+	c.evicting = true
+	queries := slices.Clone(c.queries)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.evicting = false
+		c.mu.Unlock()
+	}()
+
+	target := max - max/20
+	var candidates []anyEntry
+	for _, q := range queries {
+		q.eachEntry(func(e anyEntry) bool {
+			if e.evictable() {
+				candidates = append(candidates, e)
+			}
+			return true
+		})
+	}
+	slices.SortFunc(candidates, func(a, b anyEntry) int {
+		ua, ub := a.lastUsed(), b.lastUsed()
+		switch {
+		case ua < ub:
+			return -1
+		case ua > ub:
+			return 1
+		}
+		return 0
+	})
+	for _, e := range candidates {
+		if c.entries.Load() <= target {
+			break
+		}
+		if e.evict() {
+			c.evictions.Add(1)
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package qcache
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"reflect"
+)
+
+const maxErrorBody = 4 << 10
+
+// requestError is a request that could not be built or was refused by a
+// request editor: it is not retried.
+type requestError struct{ err error }
+
+func (e *requestError) Error() string { return e.err.Error() }
+func (e *requestError) Unwrap() error { return e.err }
+
+type validator interface{ Validate() error }
+
+// safeURL returns u without user info, for errors and logs.
+func safeURL(u *url.URL) string {
+	if u.User == nil {
+		return u.String()
+	}
+	v := *u
+	v.User = nil
+	return v.String()
+}
+
+// doJSON sends a request with an optional JSON body and decodes a 2xx answer
+// into a T, which it validates. Non-2xx answers become *HTTPError, bodies
+// that do not decode or validate *DecodeError; bodies over the client's limit
+// are refused without being read whole.
+func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header http.Header, body []byte, hasBody bool) (T, error) {
+	var zero T
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return zero, &requestError{fmt.Errorf("qcache: bad request URL: %w", err)}
+	}
+	var rd io.Reader
+	if hasBody {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return zero, &requestError{fmt.Errorf("qcache: %s %s: %w", method, safeURL(u), err)}
+	}
+	for k, vs := range c.cfg.header {
+		req.Header[k] = append([]string(nil), vs...)
+	}
+	for k, vs := range header {
+		req.Header[k] = append([]string(nil), vs...)
+	}
+	req.Header.Set("Accept", "application/json")
+	if hasBody {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for _, edit := range c.cfg.editors {
+		if err := edit(req); err != nil {
+			return zero, &requestError{fmt.Errorf("qcache: request editor: %w", err)}
+		}
+	}
+	where := safeURL(u)
+	resp, err := c.cfg.httpClient.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return zero, fmt.Errorf("qcache: %s %s: %w", method, where, err)
+	}
+	defer func() {
+		io.CopyN(io.Discard, resp.Body, maxErrorBody)
+		resp.Body.Close()
+	}()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		return zero, &HTTPError{Method: method, URL: where, StatusCode: resp.StatusCode,
+			Status: resp.Status, Header: resp.Header, Body: b}
+	}
+	limit := c.cfg.maxResponseBytes
+	if resp.ContentLength > limit {
+		return zero, &bodyTooLargeError{URL: where, Limit: limit}
+	}
+	lr := &countingReader{r: io.LimitReader(resp.Body, limit+1)}
+	var v T
+	dec := json.NewDecoder(lr)
+	err = dec.Decode(&v)
+	if lr.n > limit {
+		return zero, &bodyTooLargeError{URL: where, Limit: limit}
+	}
+	if errors.Is(err, io.EOF) && lr.n == 0 && (resp.StatusCode == http.StatusNoContent || resp.ContentLength == 0) {
+		return zero, nil // no body: the zero T
+	}
+	if err != nil {
+		return zero, &DecodeError{URL: where, Err: err}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		if lr.n > limit {
+			return zero, &bodyTooLargeError{URL: where, Limit: limit}
+		}
+		return zero, &DecodeError{URL: where, Err: errors.New("data after the JSON value")}
+	}
+	if err := validate(&v); err != nil {
+		return zero, &DecodeError{URL: where, Err: fmt.Errorf("validate: %w", err)}
+	}
+	return v, nil
+}
+
+// validate calls Validate on v or *v when the type has it.
+func validate[T any](v *T) error {
+	if val, ok := any(*v).(validator); ok {
+		if isNilPointer(val) {
+			return nil
+		}
+		return val.Validate()
+	}
+	if val, ok := any(v).(validator); ok {
+		return val.Validate()
+	}
+	return nil
+}
+
+func isNilPointer(v any) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,60 @@
+// Package backoff computes retry and reconnect delays.
+package backoff
+
+import (
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Exponential returns min(base·2^n, max) for n ≥ 0, without jitter.
+func Exponential(n int, base, max time.Duration) time.Duration {
+	if n < 0 {
+		n = 0
+	}
+	d := base
+	for i := 0; i < n; i++ {
+		if d >= max/2 {
+			return max
+		}
+		d *= 2
+	}
+	if d > max {
+		return max
+	}
+	return d
+}
+
+// Jittered returns a delay drawn uniformly from [d/2, d], so that many
+// clients that failed together do not come back together.
+func Jittered(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+// RetryAfter parses a Retry-After header (seconds or an HTTP date) relative
+// to now. It reports false when the header is absent or malformed.
+func RetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
+	v := h.Get("Retry-After")
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.Atoi(v); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		return time.Duration(secs) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		d := t.Sub(now)
+		if d < 0 {
+			d = 0
+		}
+		return d, true
+	}
+	return 0, false
+}

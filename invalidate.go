@@ -1,0 +1,230 @@
+package qcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Key identifies a cache entry: segments such as {"users", "42", "?page=2"}.
+// Query.Key says how a query builds them.
+type Key []string
+
+// String returns the segments joined by "/", with a query segment appended
+// directly: "users/42?page=2".
+func (k Key) String() string {
+	var b strings.Builder
+	for i, s := range k {
+		if i > 0 && !strings.HasPrefix(s, "?") {
+			b.WriteByte('/')
+		}
+		b.WriteString(s)
+	}
+	return b.String()
+}
+
+// HasPrefix reports whether prefix matches k segment by segment: {"users",
+// "42"} is a prefix of {"users", "42", "posts"} and of {"users", "42",
+// "?page=2"}, not of {"users", "420"}.
+func (k Key) HasPrefix(prefix Key) bool {
+	return len(prefix) <= len(k) && slices.Equal(k[:len(prefix)], prefix)
+}
+
+// RefetchType says which invalidated entries Invalidate refetches.
+type RefetchType int
+
+const (
+	RefetchActive   RefetchType = iota // default: refetch matching entries that have an enabled observer
+	RefetchInactive                    // refetch matching entries without an enabled observer
+	RefetchAll                         // refetch every matching entry
+	RefetchNone                        // only mark them stale
+)
+
+// Filter selects entries across every query of a client. The zero Filter
+// matches every entry.
+type Filter struct {
+	Key       Key            // prefix to match, segment by segment; nil matches every entry
+	Exact     bool           // match Key exactly instead of as a prefix
+	Predicate func(Key) bool // optional extra condition
+	Refetch   RefetchType    // what Invalidate refetches
+}
+
+// Match reports whether the filter selects key.
+func (f Filter) Match(key Key) bool {
+	if f.Exact {
+		if !slices.Equal(key, f.Key) {
+			return false
+		}
+	} else if !key.HasPrefix(f.Key) {
+		return false
+	}
+	return f.Predicate == nil || f.Predicate(key)
+}
+
+// matching returns the entries f selects.
+func (c *Client) matching(f Filter) []anyEntry {
+	var out []anyEntry
+	for _, q := range c.queryList() {
+		q.eachEntry(func(e anyEntry) bool {
+			if f.Match(e.entryKey()) {
+				out = append(out, e)
+			}
+			return true
+		})
+	}
+	return out
+}
+
+// Invalidate marks every entry f selects as invalidated, hence stale whatever
+// its StaleTime, then refetches those that f.Refetch names (by default the
+// ones with an enabled observer). The others refetch on their next Get or
+// Use. Refetches are explicit: a fetch already in flight does not count as
+// fresh, and a follow-up fetch runs after it. Invalidate returns when the
+// refetches it started have settled or ctx ends; their errors land in each
+// entry's State, not here.
+func (c *Client) Invalidate(ctx context.Context, f Filter) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	var waits []func(context.Context) error
+	for _, e := range c.matching(f) {
+		if w := e.invalidate(f.Refetch); w != nil {
+			waits = append(waits, w)
+		}
+	}
+	return waitAll(ctx, waits)
+}
+
+// Refetch refetches every entry f selects now, invalidated or not, and
+// returns when those fetches have settled or ctx ends (f.Refetch is
+// ignored). Like Fetch, each refetch returns data requested after the call.
+func (c *Client) Refetch(ctx context.Context, f Filter) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	var waits []func(context.Context) error
+	for _, e := range c.matching(f) {
+		if w := e.refetch(); w != nil {
+			waits = append(waits, w)
+		}
+	}
+	return waitAll(ctx, waits)
+}
+
+func waitAll(ctx context.Context, waits []func(context.Context) error) error {
+	var errs []error
+	for _, w := range waits {
+		if err := w(ctx); err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				return err
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}
+
+// Cancel stops the fetches in flight of every entry f selects. Their entries
+// go back to the state they had before the fetch (data kept, FetchIdle) and
+// their waiters get an error wrapping context.Canceled.
+func (c *Client) Cancel(f Filter) {
+	for _, e := range c.matching(f) {
+		e.cancelFetch()
+	}
+}
+
+// Remove drops every entry f selects. Entries that have observers are reset
+// instead (data dropped) and refetched for them.
+func (c *Client) Remove(f Filter) {
+	for _, e := range c.matching(f) {
+		e.remove()
+	}
+}
+
+// Keys returns the keys of the entries f selects, sorted.
+func (c *Client) Keys(f Filter) []Key {
+	var keys []Key
+	for _, e := range c.matching(f) {
+		keys = append(keys, append(Key(nil), e.entryKey()...))
+	}
+	slices.SortFunc(keys, func(a, b Key) int { return slices.Compare(a, b) })
+	return keys
+}
+
+// InvalidateEvery invalidates f every interval until stop is called, ctx
+// ends or the client closes (the seed page's "invalidate on interval").
+// Each round does not wait for the refetches of the one before. stop waits
+// for the goroutine to return; it may be called more than once. It panics if
+// every is not positive.
+func (c *Client) InvalidateEvery(ctx context.Context, every time.Duration, f Filter) (stop func()) {
+	if every <= 0 {
+		panic(fmt.Sprintf("qcache: InvalidateEvery(%v): interval not positive", every))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	started := c.goroutine(func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				for _, e := range c.matching(f) {
+					e.invalidate(f.Refetch)
+				}
+			case <-ctx.Done():
+				return
+			case <-c.ctx.Done():
+				return
+			}
+		}
+	})
+	if !started {
+		close(done)
+	}
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// Invalidate invalidates p's entry and refetches it when it has an enabled
+// observer, as Client.Invalidate does for one entry. It returns when that
+// refetch has settled or ctx ends.
+func (q *Query[P, T]) Invalidate(ctx context.Context, p P) error {
+	if q.c.closed.Load() {
+		return ErrClosed
+	}
+	e := q.lookup(p)
+	if e == nil {
+		return nil
+	}
+	if w := e.invalidate(RefetchActive); w != nil {
+		return w(ctx)
+	}
+	return nil
+}
+
+// InvalidateAll invalidates every entry of the query, as Client.Invalidate
+// does, refetching those with an enabled observer.
+func (q *Query[P, T]) InvalidateAll(ctx context.Context) error {
+	if q.c.closed.Load() {
+		return ErrClosed
+	}
+	var waits []func(context.Context) error
+	q.eachEntry(func(e anyEntry) bool {
+		if w := e.invalidate(RefetchActive); w != nil {
+			waits = append(waits, w)
+		}
+		return true
+	})
+	return waitAll(ctx, waits)
+}
+
+var _ = errors.Is

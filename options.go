@@ -1,0 +1,292 @@
+package qcache
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// ---------- client options ----------
+
+// ClientOption configures a Client in NewClient.
+type ClientOption func(*clientConfig)
+
+type clientConfig struct {
+	baseURL          *url.URL
+	httpClient       *http.Client
+	header           http.Header
+	editors          []func(*http.Request) error
+	queryDefaults    []QueryOption
+	maxEntries       int
+	maxResponseBytes int64
+	logger           *slog.Logger
+}
+
+const defaultMaxResponseBytes = 10 << 20
+
+func defaultClientConfig() clientConfig {
+	return clientConfig{
+		httpClient:       http.DefaultClient,
+		header:           http.Header{},
+		maxResponseBytes: defaultMaxResponseBytes,
+		logger:           slog.New(slog.DiscardHandler),
+	}
+}
+
+// WithBaseURL sets the URL that relative endpoint URLs are joined to. It
+// panics if base is not an absolute http or https URL.
+func WithBaseURL(base string) ClientOption {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		panic(fmt.Sprintf("qcache: WithBaseURL(%q): not an absolute http(s) URL", base))
+	}
+	u.RawQuery, u.Fragment = "", ""
+	return func(c *clientConfig) { c.baseURL = u }
+}
+
+// WithHTTPClient sets the HTTP client used for every request (default
+// http.DefaultClient).
+func WithHTTPClient(h *http.Client) ClientOption {
+	return func(c *clientConfig) {
+		if h != nil {
+			c.httpClient = h
+		}
+	}
+}
+
+// WithHeader adds a header sent with every request. Its value never appears
+// in errors or logs.
+func WithHeader(key, value string) ClientOption {
+	return func(c *clientConfig) { c.header.Add(key, value) }
+}
+
+// WithRequestEditor adds a function that may change every request before it
+// is sent (to sign it, say). An error from it fails the fetch and is not
+// retried.
+func WithRequestEditor(edit func(*http.Request) error) ClientOption {
+	return func(c *clientConfig) {
+		if edit != nil {
+			c.editors = append(c.editors, edit)
+		}
+	}
+}
+
+// WithQueryDefaults sets options applied to every query before its own.
+func WithQueryDefaults(opts ...QueryOption) ClientOption {
+	return func(c *clientConfig) { c.queryDefaults = append(c.queryDefaults, opts...) }
+}
+
+// WithMaxEntries bounds the number of cached entries across all queries.
+// Past it, entries without observers are evicted, least recently used first;
+// observed entries and entries with a fetch in flight are never evicted, so
+// the bound can be exceeded by them. 0, the default, means no bound.
+func WithMaxEntries(n int) ClientOption {
+	if n < 0 {
+		panic(fmt.Sprintf("qcache: WithMaxEntries(%d): negative", n))
+	}
+	return func(c *clientConfig) { c.maxEntries = n }
+}
+
+// WithMaxResponseBytes bounds response bodies (default 10 MiB). A larger
+// body fails the fetch without being read into memory.
+func WithMaxResponseBytes(n int64) ClientOption {
+	if n <= 0 {
+		panic(fmt.Sprintf("qcache: WithMaxResponseBytes(%d): not positive", n))
+	}
+	return func(c *clientConfig) { c.maxResponseBytes = n }
+}
+
+// WithLogger sets the logger for fetch failures, retries and stream events
+// (default: discard).
+func WithLogger(l *slog.Logger) ClientOption {
+	return func(c *clientConfig) {
+		if l != nil {
+			c.logger = l
+		}
+	}
+}
+
+// ---------- query options ----------
+
+// QueryOption configures a Query in NewQuery and NewQueryFunc, or every query
+// of a client through WithQueryDefaults.
+type QueryOption func(*queryConfig)
+
+// Forever, as a StaleTime, keeps data fresh until it is invalidated; as a
+// GCTime, keeps unobserved entries until they are removed.
+const Forever = time.Duration(math.MaxInt64)
+
+type queryConfig struct {
+	staleTime  time.Duration
+	gcTime     time.Duration
+	retry      int
+	retryDelay func(failureCount int, err error) time.Duration
+	timeout    time.Duration
+	keyPrefix  []string
+	swr        bool
+}
+
+func defaultQueryConfig() queryConfig {
+	return queryConfig{gcTime: 5 * time.Minute, retry: 3}
+}
+
+func nonNegative(name string, d time.Duration) {
+	if d < 0 {
+		panic(fmt.Sprintf("qcache: %s(%v): negative duration", name, d))
+	}
+}
+
+// StaleTime sets how long data stays fresh after it lands (default 0: stale
+// at once, so every Get fetches, shared with any fetch in flight).
+func StaleTime(d time.Duration) QueryOption {
+	nonNegative("StaleTime", d)
+	return func(c *queryConfig) { c.staleTime = d }
+}
+
+// GCTime sets how long an entry without observers is kept (default 5
+// minutes), counted from its creation, its last settled fetch or the leaving
+// of its last observer, whichever is latest.
+func GCTime(d time.Duration) QueryOption {
+	nonNegative("GCTime", d)
+	return func(c *queryConfig) { c.gcTime = d }
+}
+
+// Retry sets how many times a failed fetch is retried after the first
+// attempt (default 3). Errors that cannot succeed on retry (4xx other than
+// 408 and 429, decode and validation errors) are never retried.
+func Retry(n int) QueryOption {
+	if n < 0 {
+		panic(fmt.Sprintf("qcache: Retry(%d): negative", n))
+	}
+	return func(c *queryConfig) { c.retry = n }
+}
+
+// RetryDelay sets the delay before each retry. failureCount is 0 before the
+// first retry, 1 before the second, and so on. The default is
+// min(1s·2^failureCount, 30s), without jitter. A Retry-After header on the
+// failed response takes precedence.
+func RetryDelay(f func(failureCount int, err error) time.Duration) QueryOption {
+	return func(c *queryConfig) { c.retryDelay = f }
+}
+
+// Timeout bounds each attempt of a fetch (default: none).
+func Timeout(d time.Duration) QueryOption {
+	nonNegative("Timeout", d)
+	return func(c *queryConfig) { c.timeout = d }
+}
+
+// KeyPrefix puts parts in front of every key of the query, so that queries
+// with the same paths on different services have distinct keys.
+func KeyPrefix(parts ...string) QueryOption {
+	parts = append([]string(nil), parts...)
+	return func(c *queryConfig) { c.keyPrefix = parts }
+}
+
+// StaleWhileRevalidate makes Get answer stale data at once and refetch it in
+// the background. Get still waits when there is no data at all.
+func StaleWhileRevalidate() QueryOption {
+	return func(c *queryConfig) { c.swr = true }
+}
+
+// ---------- observer options ----------
+
+// UseOption configures an Observer in Query.Use and Observer.SetOptions.
+type UseOption func(*useConfig)
+
+// Trigger says when an event (mount, focus, reconnect) refetches.
+type Trigger int
+
+const (
+	WhenStale Trigger = iota // refetch if the data is stale (default)
+	Always                   // refetch whatever the data
+	Never                    // do not refetch on this event
+)
+
+// String returns "WhenStale", "Always" or "Never".
+func (t Trigger) String() string {
+	switch t {
+	case WhenStale:
+		return "WhenStale"
+	case Always:
+		return "Always"
+	case Never:
+		return "Never"
+	}
+	return "Trigger(?)"
+}
+
+type useConfig struct {
+	interval     time.Duration
+	intervalFunc any // func(State[T]) time.Duration
+	background   bool
+	onFocus      Trigger
+	onReconnect  Trigger
+	onMount      Trigger
+	enabled      bool
+}
+
+func defaultUseConfig() useConfig { return useConfig{enabled: true} }
+
+// RefetchInterval polls: the observer refetches d after the entry's last
+// state change. 0 turns polling off. It replaces a RefetchIntervalFunc.
+func RefetchInterval(d time.Duration) UseOption {
+	nonNegative("RefetchInterval", d)
+	return func(c *useConfig) { c.interval, c.intervalFunc = d, nil }
+}
+
+// RefetchIntervalFunc polls with an interval computed from the state. f is
+// asked again after every state change and when the data turns stale;
+// returning 0 stops polling until a later answer says otherwise. It replaces
+// a RefetchInterval. T must be the query's data type, or Use panics.
+func RefetchIntervalFunc[T any](f func(State[T]) time.Duration) UseOption {
+	return func(c *useConfig) {
+		c.interval, c.intervalFunc = 0, f
+		if f == nil {
+			c.intervalFunc = nil
+		}
+	}
+}
+
+// RefetchIntervalInBackground keeps polling while the client is not focused
+// (default false: interval ticks are skipped while unfocused).
+func RefetchIntervalInBackground(on bool) UseOption {
+	return func(c *useConfig) { c.background = on }
+}
+
+// RefetchOnFocus sets what a focus transition (SetFocused(true) after false)
+// does (default WhenStale).
+func RefetchOnFocus(t Trigger) UseOption { return func(c *useConfig) { c.onFocus = t } }
+
+// RefetchOnReconnect sets what going back online (SetOnline(true) after
+// false) does (default WhenStale).
+func RefetchOnReconnect(t Trigger) UseOption { return func(c *useConfig) { c.onReconnect = t } }
+
+// RefetchOnMount sets what Use does when the observer starts (default
+// WhenStale).
+func RefetchOnMount(t Trigger) UseOption { return func(c *useConfig) { c.onMount = t } }
+
+// Enabled turns every automatic fetch of the observer on or off (default
+// on). A disabled observer still fetches on Observer.Refetch.
+func Enabled(on bool) UseOption { return func(c *useConfig) { c.enabled = on } }
+
+// ---------- mutation options ----------
+
+// MutationOption configures a Mutation in NewMutation.
+type MutationOption func(*mutationConfig)
+
+type mutationConfig struct {
+	invalidates []Filter
+	retry       int
+	serial      bool
+	hooks       []any // typed hooks, checked in NewMutation
+}
+
+// Invalidates adds filters that are invalidated after every successful Do,
+// before Do returns.
+func Invalidates(filters ...Filter) MutationOption {
+	filters = append([]Filter(nil), filters...)
+	return func(c *mutationConfig) { c.invalidates = append(c.invalidates, filters...) }
+}

@@ -1,0 +1,359 @@
+package qcache
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/qcache-go/qcache/internal/endpoint"
+)
+
+// Endpoint describes an HTTP request that a Query sends.
+type Endpoint struct {
+	Method string      // "" means GET
+	URL    string      // "/users/$userId" (joined to the base URL) or absolute; "{userId}" also accepted
+	Header http.Header // sent with every request of the query, after the client's headers
+}
+
+// Query is a typed, cached read: one entry per parameter value P, holding
+// data of type T. Make one with NewQuery or NewQueryFunc when the program
+// starts and share it; it is safe for concurrent use.
+type Query[P comparable, T any] struct {
+	c       *Client
+	cfg     queryConfig
+	name    string
+	fetchFn func(ctx context.Context, p P) (T, error)
+	keyFn   func(p P) (Key, error)
+	entries sync.Map // P → *entry[P, T]
+}
+
+func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *Query[P, T] {
+	if c == nil {
+		panic("qcache: " + name + ": nil Client")
+	}
+	q := &Query[P, T]{c: c, cfg: defaultQueryConfig(), name: name}
+	for _, o := range c.cfg.queryDefaults {
+		o(&q.cfg)
+	}
+	for _, o := range opts {
+		o(&q.cfg)
+	}
+	return q
+}
+
+// NewQuery declares a query over HTTP. P binds the URL template: a struct
+// whose exported fields carry `path:"name"` or `query:"name"` tags (an
+// untagged field binds the template variable of its name, case-
+// insensitively); a string or integer when the template has exactly one
+// variable; struct{} when it has none. T is decoded from the JSON body and,
+// where T or *T has `Validate() error`, validated.
+//
+// NewQuery panics, naming the variable and the type, when the template is
+// malformed or P cannot bind it, and when a relative URL is given to a client
+// without WithBaseURL: a definition is code, as with http.ServeMux patterns.
+func NewQuery[P comparable, T any](c *Client, ep Endpoint, opts ...QueryOption) *Query[P, T] {
+	method := strings.ToUpper(ep.Method)
+	if method == "" {
+		method = http.MethodGet
+	}
+	name := method + " " + ep.URL
+	q := newQuery[P, T](c, name, opts)
+	b, err := endpoint.Compile(ep.URL, reflect.TypeFor[P]())
+	if err != nil {
+		panic(err.Error())
+	}
+	base := ""
+	if !b.Absolute() {
+		if c.cfg.baseURL == nil {
+			panic(fmt.Sprintf("qcache: endpoint %q is relative and the client has no WithBaseURL", ep.URL))
+		}
+		base = strings.TrimSuffix(c.cfg.baseURL.String(), "/")
+	}
+	header := ep.Header.Clone()
+	prefix := q.cfg.keyPrefix
+	q.keyFn = func(p P) (Key, error) {
+		_, _, key, err := b.Bind(p)
+		return joinKey(prefix, key), err
+	}
+	q.fetchFn = func(ctx context.Context, p P) (T, error) {
+		path, query, _, err := b.Bind(p)
+		if err != nil {
+			var zero T
+			return zero, &requestError{err}
+		}
+		u := base + path
+		if query != "" {
+			u += "?" + query
+		}
+		return doJSON[T](ctx, c, method, u, header, nil, false)
+	}
+	c.addQuery(q)
+	return q
+}
+
+// NewQueryFunc declares a query over any other source (a database, gRPC):
+// fetch is called, at most once at a time per key, with a context that ends
+// when nobody wants the result any more. Keys are key, then one segment per
+// path-bound value of P (a scalar P is one segment; a struct's untagged and
+// `path`-tagged exported fields, in declaration order), then a query segment
+// built from `query`-tagged fields. Caching, retries and every other
+// behaviour are those of NewQuery. It panics when P cannot bind.
+func NewQueryFunc[P comparable, T any](c *Client, key Key,
+	fetch func(ctx context.Context, p P) (T, error), opts ...QueryOption) *Query[P, T] {
+	name := "func " + key.String()
+	if fetch == nil {
+		panic("qcache: NewQueryFunc " + key.String() + ": nil fetch function")
+	}
+	q := newQuery[P, T](c, name, opts)
+	b, err := endpoint.CompileFunc(reflect.TypeFor[P]())
+	if err != nil {
+		panic(err.Error())
+	}
+	prefix := joinKey(q.cfg.keyPrefix, key)
+	q.keyFn = func(p P) (Key, error) {
+		_, _, k, err := b.Bind(p)
+		return joinKey(prefix, k), err
+	}
+	q.fetchFn = fetch
+	c.addQuery(q)
+	return q
+}
+
+func joinKey(a, b []string) Key {
+	k := make(Key, 0, len(a)+len(b))
+	return append(append(k, a...), b...)
+}
+
+// attempt runs one call of the fetch function, bounded by Timeout, with a
+// panic turned into an error.
+func (q *Query[P, T]) attempt(ctx context.Context, p P) (v T, err error) {
+	if q.cfg.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, q.cfg.timeout)
+		defer cancel()
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			var zero T
+			v, err = zero, &panicError{value: r}
+		}
+	}()
+	return q.fetchFn(ctx, p)
+}
+
+func (q *Query[P, T]) eachEntry(yield func(anyEntry) bool) {
+	q.entries.Range(func(_, v any) bool { return yield(v.(*entry[P, T])) })
+}
+
+// lookup returns the entry of p, if any.
+func (q *Query[P, T]) lookup(p P) *entry[P, T] {
+	if v, ok := q.entries.Load(p); ok {
+		return v.(*entry[P, T])
+	}
+	return nil
+}
+
+// lockedEntry returns the entry of p, created if needed, locked and not
+// removed.
+func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
+	c := q.c
+	for {
+		if c.closed.Load() {
+			return nil, ErrClosed
+		}
+		e := q.lookup(p)
+		if e == nil {
+			key, err := q.keyFn(p)
+			if err != nil {
+				return nil, fmt.Errorf("qcache: %s: %w", q.name, err)
+			}
+			ne := newEntry(q, p, key)
+			ne.lastUse.Store(c.useClock.Add(1))
+			v, loaded := q.entries.LoadOrStore(p, ne)
+			e = v.(*entry[P, T])
+			if !loaded {
+				c.entries.Add(1)
+				e.mu.Lock()
+				e.scheduleGCLocked()
+				e.mu.Unlock()
+				c.evict()
+			}
+		}
+		e.mu.Lock()
+		if !e.removed {
+			return e, nil
+		}
+		e.mu.Unlock()
+	}
+}
+
+// Get returns the data for p: from memory while it is fresh, otherwise from
+// a fetch, shared with every other caller that wants p meanwhile. With
+// StaleWhileRevalidate, stale data is returned at once and refetched in the
+// background. ctx ends this caller's wait, not the fetch (which is cancelled
+// only when nobody wants it any more). On a failed fetch Get returns the
+// error, even when older data is cached (Peek returns that).
+//
+// A Get of fresh data does not allocate and takes no lock.
+func (q *Query[P, T]) Get(ctx context.Context, p P) (T, error) {
+	if v, ok := q.entries.Load(p); ok {
+		e := v.(*entry[P, T])
+		if e.fresh.Load() && !q.c.closed.Load() {
+			q.c.hits.add()
+			e.touch()
+			return e.snap.Load().Data, nil
+		}
+	}
+	return q.getSlow(ctx, p)
+}
+
+func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
+	var zero T
+	e, err := q.lockedEntry(p)
+	if err != nil {
+		return zero, err
+	}
+	c := q.c
+	if e.fresh.Load() {
+		data := e.st.Data
+		e.mu.Unlock()
+		c.hits.add()
+		return data, nil
+	}
+	if q.cfg.swr && e.st.HasData {
+		data := e.st.Data
+		e.joinLocked(true)
+		e.mu.Unlock()
+		c.hits.add()
+		return data, nil
+	}
+	c.misses.Add(1)
+	e.lastUse.Store(c.useClock.Add(1))
+	op := e.joinLocked(false)
+	e.mu.Unlock()
+	return e.wait(ctx, op)
+}
+
+// Fetch returns data from a fetch that started after the call: when a fetch
+// is already in flight, Fetch waits for the one follow-up fetch that starts
+// when it settles (shared by every explicit refetch asked meanwhile), so that
+// a request that left before a write never answers for after it.
+func (q *Query[P, T]) Fetch(ctx context.Context, p P) (T, error) {
+	var zero T
+	e, err := q.lockedEntry(p)
+	if err != nil {
+		return zero, err
+	}
+	op := e.refetchLocked(false)
+	e.mu.Unlock()
+	return e.wait(ctx, op)
+}
+
+// Prefetch starts a fetch for p when its data is missing or stale (or joins
+// the one in flight) and returns at once. Errors land in State.
+func (q *Query[P, T]) Prefetch(p P) {
+	e, err := q.lockedEntry(p)
+	if err != nil {
+		q.c.cfg.logger.Debug("qcache: prefetch", "query", q.name, "err", err)
+		return
+	}
+	if !e.fresh.Load() {
+		e.joinLocked(true)
+	}
+	e.mu.Unlock()
+}
+
+// Peek returns the cached data for p, fresh or stale, without fetching.
+func (q *Query[P, T]) Peek(p P) (T, bool) {
+	if e := q.lookup(p); e != nil {
+		s := e.snap.Load()
+		return s.Data, s.HasData
+	}
+	var zero T
+	return zero, false
+}
+
+// State returns a snapshot of p's entry; a missing entry is pending and
+// stale. It does not create the entry.
+func (q *Query[P, T]) State(p P) State[T] {
+	if e := q.lookup(p); e != nil {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.stateLocked()
+	}
+	return State[T]{IsStale: true}
+}
+
+// SetData stores v as p's data, fresh as of now, and tells p's observers. A
+// fetch that started before SetData does not overwrite v when it settles:
+// its waiters get v. SetData creates the entry if needed; it does nothing
+// once the client is closed.
+func (q *Query[P, T]) SetData(p P, v T) {
+	e, err := q.lockedEntry(p)
+	if err != nil {
+		q.c.cfg.logger.Debug("qcache: SetData", "query", q.name, "err", err)
+		return
+	}
+	e.setDataLocked(v)
+	e.mu.Unlock()
+}
+
+func (e *entry[P, T]) setDataLocked(v T) {
+	e.seq++
+	e.setDataSeq = e.seq
+	e.dataVer++
+	now := time.Now()
+	e.setLocked(func(s *State[T]) {
+		s.Data, s.HasData = v, true
+		s.DataUpdatedAt = now
+		s.Status = StatusSuccess
+		s.Err = nil
+		s.FailureCount = 0
+		s.IsInvalidated = false
+	}, makeFresh)
+}
+
+// Update replaces p's data with f(old, ok), where ok reports whether there
+// was data, as SetData does. f runs without locks held and may run more than
+// once when the data changes meanwhile; it must not block for long.
+func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
+	for {
+		e, err := q.lockedEntry(p)
+		if err != nil {
+			return
+		}
+		old, ok, ver := e.st.Data, e.st.HasData, e.dataVer
+		e.mu.Unlock()
+		v := f(old, ok)
+		e.mu.Lock()
+		if !e.removed && e.dataVer == ver {
+			e.setDataLocked(v)
+			e.mu.Unlock()
+			return
+		}
+		e.mu.Unlock()
+	}
+}
+
+// Remove drops p's entry from the cache. An entry that has observers is
+// reset instead (data dropped, state pending) and refetched for them.
+func (q *Query[P, T]) Remove(p P) {
+	if e := q.lookup(p); e != nil {
+		e.remove()
+	}
+}
+
+// Key returns the cache key of p (see the package documentation). For a p
+// that cannot be bound (an empty path value) it returns the key as far as it
+// can be built.
+func (q *Query[P, T]) Key(p P) Key {
+	if e := q.lookup(p); e != nil {
+		return append(Key(nil), e.key...)
+	}
+	k, _ := q.keyFn(p)
+	return k
+}

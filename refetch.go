@@ -1,0 +1,332 @@
+package qcache
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Observer watches one entry and keeps it fresh: it fetches on start, polls,
+// and refetches on focus and reconnect, as its options say, and delivers the
+// newest state on Changes. Make one with Query.Use; end it with Close, its
+// context, or Client.Close.
+type Observer[T any] struct {
+	c     *Client
+	e     observed[T]
+	ctx   context.Context
+	isOn  atomic.Bool // Enabled, read under the entry's lock
+	fixed *State[T]   // the state of an observer that could not start
+
+	mu       sync.Mutex // guards cfg, intervalFn, ch sends and chClosed
+	cfg      useConfig
+	interval func(State[T]) time.Duration
+	ch       chan State[T]
+	chClosed bool
+
+	wake      chan struct{} // state or options changed
+	focus     chan struct{}
+	reconnect chan struct{}
+	remount   chan struct{} // enabled turned on
+	quit      chan struct{}
+	quitOnce  sync.Once
+	done      chan struct{}
+}
+
+// observed is what an observer knows of its entry, whatever the entry's P.
+type observed[T any] interface {
+	observedState() (State[T], time.Time)
+	autoFetch()
+	explicitFetch(ctx context.Context) (T, error)
+	detach(o *Observer[T])
+}
+
+// Use starts an observer of p's entry. It fetches per RefetchOnMount
+// (default: when the data is stale), shows cached data at once meanwhile,
+// and then keeps the data fresh as opts say. Changes delivers the current
+// state at once, then after every change. The observer ends, and its
+// goroutine with it, on Close, when ctx ends, or on Client.Close.
+//
+// Use panics when RefetchIntervalFunc was given a function of another data
+// type than T.
+func (q *Query[P, T]) Use(ctx context.Context, p P, opts ...UseOption) *Observer[T] {
+	cfg := defaultUseConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	o := &Observer[T]{
+		c: q.c, ctx: ctx,
+		ch:        make(chan State[T], 1),
+		wake:      make(chan struct{}, 1),
+		focus:     make(chan struct{}, 1),
+		reconnect: make(chan struct{}, 1),
+		remount:   make(chan struct{}, 1),
+		quit:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	o.setConfig(cfg)
+	e, err := q.lockedEntry(p)
+	if err != nil {
+		o.endEarly(State[T]{Status: StatusError, Err: err, IsStale: true})
+		return o
+	}
+	o.e = e
+	if !q.c.addObserver(o) {
+		e.mu.Unlock()
+		o.endEarly(State[T]{Status: StatusError, Err: ErrClosed, IsStale: true})
+		return o
+	}
+	e.observers = append(e.observers, o)
+	e.stopGCLocked()
+	o.deliver(e.stateLocked(), false)
+	e.mu.Unlock()
+	if !q.c.goroutine(o.run) {
+		o.cleanup()
+		close(o.done)
+	}
+	return o
+}
+
+func (o *Observer[T]) endEarly(s State[T]) {
+	o.fixed = &s
+	o.ch <- s
+	close(o.ch)
+	o.chClosed = true
+	close(o.done)
+}
+
+// setConfig installs cfg; it panics on an interval function of another type.
+func (o *Observer[T]) setConfig(cfg useConfig) {
+	var f func(State[T]) time.Duration
+	if cfg.intervalFunc != nil {
+		var ok bool
+		f, ok = cfg.intervalFunc.(func(State[T]) time.Duration)
+		if !ok {
+			panic(fmt.Sprintf("qcache: RefetchIntervalFunc takes %T; this observer needs func(qcache.State[%T]) time.Duration",
+				cfg.intervalFunc, *new(T)))
+		}
+	}
+	o.mu.Lock()
+	o.cfg, o.interval = cfg, f
+	o.mu.Unlock()
+	o.isOn.Store(cfg.enabled)
+}
+
+func (o *Observer[T]) enabled() bool { return o.isOn.Load() }
+
+// State returns the entry's current state.
+func (o *Observer[T]) State() State[T] {
+	if o.fixed != nil {
+		return *o.fixed
+	}
+	s, _ := o.e.observedState()
+	return s
+}
+
+// Changes returns a channel that holds the newest state after each change:
+// a slow reader misses intermediate states but never blocks the cache. It
+// holds the current state as soon as Use returns, and is closed when the
+// observer ends.
+func (o *Observer[T]) Changes() <-chan State[T] { return o.ch }
+
+// Refetch fetches now, even when the observer is disabled, and returns the
+// state after the fetch. It is an explicit refetch: when a fetch is in
+// flight, it waits for the follow-up fetch that starts after it. While it
+// runs, State().IsRefetching() is true and the data is kept. ctx ends the
+// wait, not the fetch.
+func (o *Observer[T]) Refetch(ctx context.Context) (State[T], error) {
+	if o.fixed != nil {
+		return *o.fixed, o.fixed.Err
+	}
+	select {
+	case <-o.done:
+		return o.State(), fmt.Errorf("qcache: refetch of an ended observer: %w", ErrClosed)
+	default:
+	}
+	_, err := o.e.explicitFetch(ctx)
+	return o.State(), err
+}
+
+// SetOptions changes the observer's options live: opts are applied on top of
+// the current ones (the Go form of re-rendering with new options). Turning
+// Enabled on fetches per RefetchOnMount.
+func (o *Observer[T]) SetOptions(opts ...UseOption) {
+	o.mu.Lock()
+	cfg := o.cfg
+	o.mu.Unlock()
+	wasOn := cfg.enabled
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	o.setConfig(cfg)
+	if !wasOn && cfg.enabled {
+		signal(o.remount)
+	}
+	signal(o.wake)
+}
+
+// Close ends the observer and waits for its goroutine to return; Changes is
+// closed by then. Close may be called more than once.
+func (o *Observer[T]) Close() {
+	o.quitOnce.Do(func() { close(o.quit) })
+	<-o.done
+}
+
+func (o *Observer[T]) focusGained()  { signal(o.focus) }
+func (o *Observer[T]) reconnected()  { signal(o.reconnect) }
+func (o *Observer[T]) clientClosed() { o.quitOnce.Do(func() { close(o.quit) }) }
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// deliver hands s to the reader of Changes, replacing a state not yet read,
+// and wakes the goroutine. It never blocks. The entry calls it under its
+// lock.
+func (o *Observer[T]) deliver(s State[T], _ bool) {
+	o.mu.Lock()
+	if !o.chClosed {
+		select {
+		case <-o.ch:
+		default:
+		}
+		o.ch <- s
+	}
+	o.mu.Unlock()
+	signal(o.wake)
+}
+
+func shouldFetch[T any](t Trigger, s State[T]) bool {
+	return t == Always || (t == WhenStale && s.IsStale)
+}
+
+// run is the observer's goroutine: it waits for the next interval tick, a
+// state or option change, focus, reconnect or the end, and fetches as the
+// options say. Ticks fire the interval after the later of the entry's last
+// state change and the last tick, so a slow fetch never stacks ticks and
+// observers of one entry share one fetch per interval.
+func (o *Observer[T]) run() {
+	defer close(o.done)
+	defer o.cleanup()
+	ctx := o.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	o.mountFetch()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var lastTick time.Time
+	for {
+		s, lastChange := o.e.observedState()
+		o.mu.Lock()
+		cfg, f := o.cfg, o.interval
+		o.mu.Unlock()
+		d := cfg.interval
+		if f != nil {
+			d = f(s)
+		}
+		var tick <-chan time.Time
+		if d > 0 && cfg.enabled {
+			base := lastChange
+			if lastTick.After(base) {
+				base = lastTick
+			}
+			timer.Reset(max(time.Until(base.Add(d)), 0))
+			tick = timer.C
+		} else {
+			timer.Stop()
+		}
+		select {
+		case <-o.quit:
+			return
+		case <-ctx.Done():
+			return
+		case <-o.wake:
+		case <-tick:
+			lastTick = time.Now()
+			if o.enabled() && (cfg.background || o.c.focused.Load()) {
+				o.e.autoFetch()
+			}
+		case <-o.focus:
+			o.eventFetch(cfg.onFocus)
+		case <-o.reconnect:
+			o.eventFetch(cfg.onReconnect)
+		case <-o.remount:
+			o.mountFetch()
+		}
+	}
+}
+
+func (o *Observer[T]) mountFetch() {
+	o.mu.Lock()
+	t := o.cfg.onMount
+	o.mu.Unlock()
+	o.eventFetch(t)
+}
+
+func (o *Observer[T]) eventFetch(t Trigger) {
+	if !o.enabled() {
+		return
+	}
+	if s, _ := o.e.observedState(); shouldFetch(t, s) {
+		o.e.autoFetch()
+	}
+}
+
+// cleanup detaches the observer from its entry (starting the entry's gc
+// clock when it was the last) and the client, and closes Changes.
+func (o *Observer[T]) cleanup() {
+	o.e.detach(o)
+	o.c.removeObserver(o)
+	o.mu.Lock()
+	o.chClosed = true
+	close(o.ch)
+	o.mu.Unlock()
+}
+
+// ---------- the entry's side ----------
+
+func (e *entry[P, T]) observedState() (State[T], time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stateLocked(), e.lastChange
+}
+
+func (e *entry[P, T]) autoFetch() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.removed {
+		e.joinLocked(true)
+	}
+}
+
+func (e *entry[P, T]) explicitFetch(ctx context.Context) (T, error) {
+	e.mu.Lock()
+	if e.removed {
+		e.mu.Unlock()
+		var zero T
+		return zero, ErrClosed
+	}
+	op := e.refetchLocked(false)
+	e.mu.Unlock()
+	return e.wait(ctx, op)
+}
+
+func (e *entry[P, T]) detach(o *Observer[T]) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, x := range e.observers {
+		if x == o {
+			e.observers = append(e.observers[:i], e.observers[i+1:]...)
+			break
+		}
+	}
+	if len(e.observers) == 0 {
+		e.scheduleGCLocked()
+	}
+}
