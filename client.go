@@ -14,7 +14,7 @@ import (
 type Client struct {
 	cfg    clientConfig
 	ctx    context.Context // cancelled by Close; every fetch and goroutine derives from it
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 
 	closed atomic.Bool
 	wg     sync.WaitGroup
@@ -58,7 +58,7 @@ func NewClient(opts ...ClientOption) *Client {
 	}
 	c := &Client{cfg: cfg, observers: map[observerHandle]struct{}{}, onlineCh: make(chan struct{})}
 	close(c.onlineCh)
-	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.focused.Store(true)
 	c.online.Store(true)
 	return c
@@ -82,7 +82,7 @@ func (c *Client) Close() error {
 	queries := slices.Clone(c.queries)
 	c.mu.Unlock()
 
-	c.cancel()
+	c.cancel(ErrClosed)
 	for _, o := range obs {
 		o.clientClosed()
 	}
