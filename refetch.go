@@ -206,9 +206,10 @@ func shouldFetch[T any](t Trigger, s State[T]) bool {
 
 // run is the observer's goroutine: it waits for the next interval tick, a
 // state or option change, focus, reconnect or the end, and fetches as the
-// options say. Ticks fire the interval after the later of the entry's last
-// state change and the last tick, so a slow fetch never stacks ticks and
-// observers of one entry share one fetch per interval.
+// options say. Ticks fire the interval after the latest of the entry's last
+// state change, the last tick, and the moment polling was switched on (by
+// options or by the interval function), so a slow fetch never stacks ticks
+// and observers of one entry share one fetch per interval.
 func (o *Observer[T]) run() {
 	defer close(o.done)
 	defer o.cleanup()
@@ -221,6 +222,7 @@ func (o *Observer[T]) run() {
 	timer.Stop()
 	defer timer.Stop()
 	var lastTick time.Time
+	var prev time.Duration
 	for {
 		s, lastChange := o.e.observedState()
 		o.mu.Lock()
@@ -230,9 +232,17 @@ func (o *Observer[T]) run() {
 		if f != nil {
 			d = f(s)
 		}
+		if !cfg.enabled {
+			d = 0
+		}
+		if prev == 0 && d > 0 {
+			// Polling (re)starts now: the first tick is one interval away.
+			lastTick = time.Now()
+		}
+		prev = d
 		var tick <-chan time.Time
-		if d > 0 && cfg.enabled {
-			base := lastChange
+		base := lastChange
+		if d > 0 {
 			if lastTick.After(base) {
 				base = lastTick
 			}
@@ -248,6 +258,11 @@ func (o *Observer[T]) run() {
 			return
 		case <-o.wake:
 		case <-tick:
+			if _, changed := o.e.observedState(); changed.After(base) {
+				// Another observer's tick (or anything else) changed the
+				// entry meanwhile: count the interval from that change.
+				continue
+			}
 			lastTick = time.Now()
 			if o.enabled() && (cfg.background || o.c.focused.Load()) {
 				o.e.autoFetch()

@@ -1,0 +1,355 @@
+package qcache
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// collect reads every state an observer delivers until it ends.
+type collected[T any] struct {
+	mu     sync.Mutex
+	states []State[T]
+	done   chan struct{}
+}
+
+func collect[T any](o *Observer[T]) *collected[T] {
+	c := &collected[T]{done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for s := range o.Changes() {
+			c.mu.Lock()
+			c.states = append(c.states, s)
+			c.mu.Unlock()
+		}
+	}()
+	return c
+}
+
+func (c *collected[T]) all() []State[T] {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]State[T](nil), c.states...)
+}
+
+func TestPolling(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(time.Second))
+		_, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "a", RefetchInterval(5*time.Second))
+		time.Sleep(20 * time.Second)
+		o.Close()
+		// Mount at 0 (settles at 1), then 5 s after each settle.
+		assert.Equal(t, secs(0, 6, 12, 18), src.starts())
+		time.Sleep(time.Minute)
+		assert.Len(t, src.starts(), 4, "unsubscribing stops polling")
+	})
+}
+
+func TestObserversOfOneEntryShareOneFetchPerInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(100 * time.Millisecond))
+		c, q := newFuncQuery(t, src)
+		ctx, cancel := context.WithCancel(context.Background())
+		for range 10 {
+			q.Use(ctx, "a", RefetchInterval(5*time.Second))
+		}
+		time.Sleep(21 * time.Second)
+		cancel()
+		synctest.Wait()
+		assert.Equal(t, secs(0, 5.1, 10.2, 15.3, 20.4), src.starts())
+		assert.Equal(t, 0, c.Stats().Observers, "a cancelled context ends the observers")
+	})
+}
+
+func TestConditionalPollingWithSetOptions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(0))
+		_, q := newFuncQuery(t, src)
+		active := false
+		interval := func() time.Duration {
+			if active {
+				return 5 * time.Second
+			}
+			return 0
+		}
+		o := q.Use(context.Background(), "a", RefetchInterval(interval()))
+		defer o.Close()
+		time.Sleep(20 * time.Second)
+		assert.Equal(t, secs(0), src.starts(), "not active: no polling")
+		active = true
+		o.SetOptions(RefetchInterval(interval()))
+		time.Sleep(11 * time.Second)
+		assert.Equal(t, secs(0, 25, 30), src.starts(), "polling starts one interval after it is switched on")
+		active = false
+		o.SetOptions(RefetchInterval(interval()))
+		time.Sleep(time.Minute)
+		assert.Len(t, src.starts(), 3, "switched off again")
+	})
+}
+
+func TestRefetchOnFocus(t *testing.T) {
+	cases := []struct {
+		trigger Trigger
+		stale   bool
+		fetches int
+	}{
+		{WhenStale, true, 2},
+		{WhenStale, false, 1},
+		{Always, false, 2},
+		{Never, true, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.trigger.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				src := newSource(slowValue(0))
+				staleTime := Forever
+				if tc.stale {
+					staleTime = 0
+				}
+				c, q := newFuncQuery(t, src, StaleTime(staleTime))
+				o := q.Use(context.Background(), "a", RefetchOnFocus(tc.trigger))
+				defer o.Close()
+				synctest.Wait()
+				c.SetFocused(true) // already focused: nothing
+				synctest.Wait()
+				assert.Equal(t, 1, src.count())
+				c.SetFocused(false)
+				assert.False(t, c.IsFocused())
+				time.Sleep(time.Minute)
+				c.SetFocused(true)
+				synctest.Wait()
+				assert.Equal(t, tc.fetches, src.count())
+			})
+		})
+	}
+}
+
+func TestManualRefetchShowsIsRefetching(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(2 * time.Second))
+		_, q := newFuncQuery(t, src, StaleTime(Forever))
+		o := q.Use(context.Background(), "a", Enabled(false))
+		defer o.Close()
+		time.Sleep(time.Minute)
+		assert.Equal(t, 0, src.count(), "disabled: no mount fetch")
+		s, err := o.Refetch(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, "v1:a", s.Data)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			s, err := o.Refetch(context.Background())
+			assert.NoError(t, err)
+			assert.Equal(t, "v2:a", s.Data)
+			assert.False(t, s.IsRefetching())
+		})
+		time.Sleep(time.Second)
+		s = o.State()
+		assert.True(t, s.IsRefetching())
+		assert.False(t, s.IsLoading())
+		assert.Equal(t, "v1:a", s.Data, "data is kept while refetching")
+		wg.Wait()
+	})
+}
+
+func TestIntervalFunctionPollsUntilAJobIsDone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(func(ctx context.Context, n int, p string) (string, error) {
+			if n < 4 {
+				return "running", nil
+			}
+			return "done", nil
+		})
+		_, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "job", RefetchIntervalFunc(func(s State[string]) time.Duration {
+			if s.Data == "done" {
+				return 0
+			}
+			return 2 * time.Second
+		}))
+		defer o.Close()
+		time.Sleep(time.Minute)
+		assert.Equal(t, secs(0, 2, 4, 6), src.starts())
+		assert.Equal(t, "done", o.State().Data)
+	})
+}
+
+func TestIntervalFunctionOfStaleness(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(0))
+		_, q := newFuncQuery(t, src, StaleTime(30*time.Second))
+		o := q.Use(context.Background(), "a", RefetchIntervalFunc(func(s State[string]) time.Duration {
+			if time.Since(s.DataUpdatedAt) >= 30*time.Second {
+				return 5 * time.Second
+			}
+			return 0
+		}))
+		defer o.Close()
+		time.Sleep(2 * time.Minute)
+		// Fresh until 30 s, then polling at 5 s: one fetch, which makes it fresh again.
+		assert.Equal(t, secs(0, 35, 70, 105), src.starts())
+	})
+}
+
+func TestPollingSkipsTicksWhileUnfocused(t *testing.T) {
+	for _, background := range []bool{false, true} {
+		t.Run(map[bool]string{false: "foreground", true: "background"}[background], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				src := newSource(slowValue(0))
+				c, q := newFuncQuery(t, src)
+				o := q.Use(context.Background(), "a", RefetchInterval(10*time.Second),
+					RefetchIntervalInBackground(background), RefetchOnFocus(Never))
+				defer o.Close()
+				time.Sleep(time.Second)
+				c.SetFocused(false)
+				time.Sleep(45 * time.Second)
+				if background {
+					assert.Equal(t, secs(0, 10, 20, 30, 40), src.starts())
+				} else {
+					assert.Equal(t, secs(0), src.starts())
+				}
+				c.SetFocused(true)
+				time.Sleep(9 * time.Second)
+				if !background {
+					assert.Equal(t, secs(0, 50), src.starts(), "no catch-up: ticks go on from the last skipped one")
+				}
+			})
+		})
+	}
+}
+
+func TestOfflinePausesAndReconnectRefetches(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(100 * time.Millisecond))
+		c, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "a", RefetchInterval(10*time.Second))
+		defer o.Close()
+		time.Sleep(time.Second)
+		c.SetOnline(false)
+		time.Sleep(35 * time.Second)
+		assert.Equal(t, secs(0), src.starts(), "no call while offline")
+		assert.Equal(t, FetchPaused, o.State().FetchStatus)
+		c.SetOnline(true)
+		time.Sleep(time.Second)
+		assert.Equal(t, secs(0, 36), src.starts(), "the paused fetch runs, shared with the reconnect refetch")
+		assert.Equal(t, FetchIdle, o.State().FetchStatus)
+	})
+}
+
+func TestReconnectTriggers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(0))
+		c, q := newFuncQuery(t, src, StaleTime(Forever))
+		always := q.Use(context.Background(), "a", RefetchOnReconnect(Always))
+		never := q.Use(context.Background(), "b", RefetchOnReconnect(Never))
+		defer always.Close()
+		defer never.Close()
+		synctest.Wait()
+		c.SetOnline(false)
+		c.SetOnline(true)
+		synctest.Wait()
+		assert.Equal(t, 3, src.count(), "a twice, b once")
+	})
+}
+
+func TestDisabledObserverNeverFetchesByItself(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(0))
+		c, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "a", Enabled(false), RefetchInterval(time.Second), RefetchOnFocus(Always))
+		defer o.Close()
+		time.Sleep(10 * time.Second)
+		c.SetFocused(false)
+		c.SetFocused(true)
+		c.SetOnline(false)
+		c.SetOnline(true)
+		synctest.Wait()
+		assert.Equal(t, 0, src.count())
+		o.SetOptions(Enabled(true))
+		time.Sleep(2500 * time.Millisecond)
+		assert.Equal(t, secs(10, 11, 12), src.starts(), "enabling fetches per RefetchOnMount, then polls")
+	})
+}
+
+func TestChangesDeliversTheNewestState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(time.Second))
+		_, q := newFuncQuery(t, src, StaleTime(Forever))
+		q.SetData("a", "cached")
+		o := q.Use(context.Background(), "a", RefetchOnMount(Always))
+		s := <-o.Changes()
+		assert.Equal(t, "cached", s.Data, "cached data shows at once")
+		time.Sleep(time.Second)
+		synctest.Wait()
+		// Several changes happened (fetch start, success); the reader sees only the newest.
+		s = <-o.Changes()
+		assert.Equal(t, "v1:a", s.Data)
+		assert.Equal(t, FetchIdle, s.FetchStatus)
+		for i := range 100 {
+			q.SetData("a", itoa(i)) // nobody reads: never blocks
+		}
+		s = <-o.Changes()
+		assert.Equal(t, "99", s.Data)
+		o.Close()
+		_, ok := <-o.Changes()
+		assert.False(t, ok, "closed when the observer ends")
+	})
+}
+
+func TestClientCloseEndsEveryObserver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(0))
+		c, q := newFuncQuery(t, src)
+		var obs []*Observer[string]
+		var cols []*collected[string]
+		for i := range 50 {
+			o := q.Use(context.Background(), itoa(i), RefetchInterval(time.Second))
+			obs = append(obs, o)
+			cols = append(cols, collect(o))
+		}
+		time.Sleep(5 * time.Second)
+		assert.Equal(t, 50, c.Stats().Observers)
+		require.NoError(t, c.Close())
+		for _, col := range cols {
+			<-col.done // Changes closed
+		}
+		n := src.count()
+		time.Sleep(time.Minute)
+		assert.Equal(t, n, src.count())
+		assert.Equal(t, 0, c.Stats().Observers)
+		_, err := obs[0].Refetch(context.Background())
+		assert.ErrorIs(t, err, ErrClosed)
+		o := q.Use(context.Background(), "late")
+		_, ok := <-o.Changes()
+		assert.True(t, ok)
+		assert.ErrorIs(t, o.State().Err, ErrClosed)
+	})
+}
+
+func TestRemoveResetsAnObservedEntry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(0))
+		_, q := newFuncQuery(t, src, StaleTime(Forever))
+		o := q.Use(context.Background(), "a")
+		defer o.Close()
+		synctest.Wait()
+		assert.Equal(t, "v1:a", o.State().Data)
+		q.Remove("a")
+		synctest.Wait()
+		assert.Equal(t, "v2:a", o.State().Data, "refetched for its observer")
+	})
+}
+
+func TestRefetchIntervalFuncOfAnotherTypePanics(t *testing.T) {
+	c := NewClient()
+	defer c.Close()
+	q := NewQueryFunc(c, Key{"n"}, func(ctx context.Context, p int) (int, error) { return p, nil })
+	assert.Panics(t, func() {
+		q.Use(context.Background(), 1, RefetchIntervalFunc(func(State[string]) time.Duration { return 0 }))
+	})
+}
