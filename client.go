@@ -48,6 +48,7 @@ type observerHandle interface {
 // anyQuery is what the client knows of a Query[P, T]: its entries.
 type anyQuery interface {
 	eachEntry(yield func(anyEntry) bool)
+	staticPrefix() Key // every key of the query starts with it
 }
 
 // NewClient returns a client configured by opts. It starts no goroutine.

@@ -2,7 +2,6 @@ package qcache
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -64,10 +63,23 @@ func (f Filter) Match(key Key) bool {
 	return f.Predicate == nil || f.Predicate(key)
 }
 
+// mayMatch reports whether f can select a key that starts with static,
+// so that whole queries are skipped without looking at their entries.
+func (f Filter) mayMatch(static Key) bool {
+	n := min(len(static), len(f.Key))
+	if !slices.Equal(static[:n], f.Key[:n]) {
+		return false
+	}
+	return !f.Exact || len(f.Key) >= len(static)
+}
+
 // matching returns the entries f selects.
 func (c *Client) matching(f Filter) []anyEntry {
 	var out []anyEntry
 	for _, q := range c.queryList() {
+		if !f.mayMatch(q.staticPrefix()) {
+			continue
+		}
 		q.eachEntry(func(e anyEntry) bool {
 			if f.Match(e.entryKey()) {
 				out = append(out, e)
@@ -226,5 +238,3 @@ func (q *Query[P, T]) InvalidateAll(ctx context.Context) error {
 	})
 	return waitAll(ctx, waits)
 }
-
-var _ = errors.Is

@@ -28,6 +28,7 @@ type Query[P comparable, T any] struct {
 	name    string
 	fetchFn func(ctx context.Context, p P) (T, error)
 	keyFn   func(p P) (Key, error)
+	static  Key      // the segments every key of the query starts with
 	entries sync.Map // P → *entry[P, T]
 }
 
@@ -75,6 +76,7 @@ func NewQuery[P comparable, T any](c *Client, ep Endpoint, opts ...QueryOption) 
 	}
 	header := ep.Header.Clone()
 	prefix := q.cfg.keyPrefix
+	q.static = joinKey(prefix, literalSegments(ep.URL, b.Absolute()))
 	q.keyFn = func(p P) (Key, error) {
 		_, _, key, err := b.Bind(p)
 		return joinKey(prefix, key), err
@@ -114,6 +116,7 @@ func NewQueryFunc[P comparable, T any](c *Client, key Key,
 		panic(err.Error())
 	}
 	prefix := joinKey(q.cfg.keyPrefix, key)
+	q.static = prefix
 	q.keyFn = func(p P) (Key, error) {
 		_, _, k, err := b.Bind(p)
 		return joinKey(prefix, k), err
@@ -122,6 +125,41 @@ func NewQueryFunc[P comparable, T any](c *Client, key Key,
 	c.addQuery(q)
 	return q
 }
+
+// literalSegments returns the path segments of a template that come before
+// its first variable: every key of the query starts with them.
+func literalSegments(tmpl string, absolute bool) []string {
+	if absolute {
+		if i := strings.Index(tmpl, "://"); i >= 0 {
+			rest := tmpl[i+3:]
+			j := strings.IndexByte(rest, '/')
+			if j < 0 {
+				return nil
+			}
+			tmpl = rest[j:]
+		}
+	}
+	if i := strings.IndexAny(tmpl, "?#"); i >= 0 {
+		tmpl = tmpl[:i]
+	}
+	complete := true
+	if i := strings.IndexAny(tmpl, "${"); i >= 0 {
+		tmpl, complete = tmpl[:i], false
+	}
+	segs := strings.Split(tmpl, "/")
+	if !complete {
+		segs = segs[:len(segs)-1] // the segment the variable is in
+	}
+	var out []string
+	for _, s := range segs {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (q *Query[P, T]) staticPrefix() Key { return q.static }
 
 func joinKey(a, b []string) Key {
 	k := make(Key, 0, len(a)+len(b))

@@ -279,3 +279,23 @@ func TestTransportErrorsAreRetriedAndClear(t *testing.T) {
 	assert.Contains(t, err.Error(), "GET "+a.URL+"/users/1")
 	assert.Equal(t, 2, q.State("1").FailureCount)
 }
+
+func TestLiteralSegments(t *testing.T) {
+	tests := []struct {
+		tmpl string
+		abs  bool
+		want []string
+	}{
+		{"/users/$userId", false, []string{"users"}},
+		{"/users/{userId}/posts", false, []string{"users"}},
+		{"/v1/users", false, []string{"v1", "users"}},
+		{"/files/f$id.json", false, []string{"files"}},
+		{"/$x", false, nil},
+		{"/search?q=1", false, []string{"search"}},
+		{"https://api.test/v2/items/$id", true, []string{"v2", "items"}},
+		{"https://api.test", true, nil},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, literalSegments(tt.tmpl, tt.abs), tt.tmpl)
+	}
+}
