@@ -18,7 +18,7 @@ type collected[T any] struct {
 	done   chan struct{}
 }
 
-func collect[T any](o *Observer[T]) *collected[T] {
+func collectStates[T any](o *Observer[T]) *collected[T] {
 	c := &collected[T]{done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
@@ -310,7 +310,7 @@ func TestClientCloseEndsEveryObserver(t *testing.T) {
 		for i := range 50 {
 			o := q.Use(context.Background(), itoa(i), RefetchInterval(time.Second))
 			obs = append(obs, o)
-			cols = append(cols, collect(o))
+			cols = append(cols, collectStates(o))
 		}
 		time.Sleep(5 * time.Second)
 		assert.Equal(t, 50, c.Stats().Observers)

@@ -1,0 +1,79 @@
+// Package qcache is a query cache for Go services that read other APIs: the
+// Go counterpart of TanStack Query.
+//
+// A service declares a typed query once, from an endpoint, and then asks it
+// for data instead of calling the API. The cache answers from memory while
+// the data is fresh, shares one request among every caller that wants the
+// same key, keeps data fresh in the background (polling, refetch on focus
+// and reconnect, invalidation, WebSocket pushes) and tells observers when it
+// changes.
+//
+//	client := qcache.NewClient(qcache.WithBaseURL("https://api.example.com"))
+//	defer client.Close()
+//
+//	getUser := qcache.NewQuery[string, User](client,
+//		qcache.Endpoint{URL: "/users/$userId"}, qcache.StaleTime(30*time.Second))
+//
+//	u, err := getUser.Get(ctx, "42") // GET /users/42 once, then from memory for 30 s
+//
+//	obs := getUser.Use(ctx, "42", qcache.RefetchInterval(5*time.Second)) // poll
+//	defer obs.Close()
+//	for s := range obs.Changes() {
+//		fmt.Println(s.Data.Name, s.IsRefetching())
+//	}
+//
+// # Concepts
+//
+// Entries. A Query[P, T] holds one entry per parameter value P. P binds the
+// URL template: a struct with `path:"name"` and `query:"name"` tags, a string
+// or integer for a template with one variable, struct{} for none. T is
+// decoded from the JSON body and validated when it has a Validate method.
+// NewQueryFunc makes the same kind of query over any other source.
+//
+// Keys. Every entry has a Key: the query's KeyPrefix, the bound path split on
+// "/", then one segment with the canonical query string:
+// "/users/$userId" with userId=42 and page=2 is Key{"users", "42", "?page=2"}.
+// A Filter selects entries by key prefix (segment by segment), exactly, or
+// by predicate, across every query of a client.
+//
+// Freshness. Data is fresh for StaleTime after it lands (default 0: stale at
+// once). Get answers fresh data from memory without allocating or locking;
+// otherwise it fetches and waits, sharing the fetch in flight. Invalidation
+// and failed fetches make data stale whatever StaleTime says. Entries without
+// observers are dropped GCTime after they were last needed (default 5 min).
+//
+// Fetching. At most one fetch per entry is in flight. Get, Prefetch and the
+// automatic refetches of observers join it. Fetch, Observer.Refetch,
+// Client.Refetch and invalidation need data requested after they asked: they
+// wait for one follow-up fetch that starts when the one in flight settles,
+// so a storm of them costs at most one fetch in flight and one waiting.
+// SetData wins over every fetch that started before it. Failed fetches are
+// retried (3 times, 1 s, 2 s, 4 s; never for 4xx other than 408 and 429, nor
+// for decode errors); Retry-After is honoured.
+//
+// Observers. Query.Use starts an Observer: it fetches on start when the data
+// is stale, polls (RefetchInterval, or RefetchIntervalFunc computed from the
+// state), refetches when the client regains focus or comes back online, and
+// delivers the newest state on Changes. SetOptions changes all of it live.
+//
+// Invalidation. Client.Invalidate marks entries stale and refetches the
+// observed ones; InvalidateEvery does it on a ticker. Mutations invalidate
+// the filters they name when they succeed.
+//
+// WebSocket. Client.SubscribeWS reads a socket and hands each message to a
+// handler (SetDataHandler, InvalidateHandler, Route), reconnecting with
+// backoff and invalidating what may have been missed after each reconnect.
+//
+// Errors. Non-2xx answers are *HTTPError, undecodable or invalid bodies
+// *DecodeError; the cached data stays in both cases. Every call after
+// Client.Close returns ErrClosed. Malformed endpoints panic in NewQuery, as
+// malformed patterns do in http.ServeMux.
+//
+// # Differences from TanStack Query
+//
+// Explicit refetches do not cancel the fetch in flight (TanStack cancels and
+// restarts, which can starve under a stream of invalidations); SetData is
+// never overwritten by an older fetch (TanStack asks for cancelQueries
+// first); the interval function is asked again when data turns stale, not
+// only after fetches; focus is whatever the service says it is (SetFocused).
+package qcache
