@@ -1,0 +1,687 @@
+package qcache
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/qcache-go/qcache/internal/backoff"
+)
+
+// ErrWSNotConnected is returned by WSStream.Send while the stream has no
+// link (before the first connect, between a drop and the reconnect, and
+// after the end).
+var ErrWSNotConnected = errors.New("qcache: websocket not connected")
+
+const (
+	wsDialTimeout = 30 * time.Second // bounds one handshake
+	wsCloseGrace  = time.Second      // how long a closing peer may take to answer the close frame
+)
+
+// MessageHandler handles one WebSocket message (text or binary): typically
+// it decodes msg and calls Query.SetData or Client.Invalidate. The stream
+// calls it on one goroutine, in the order messages arrive, with a ctx that
+// ends with the stream. msg is the handler's to keep.
+//
+// An error, or a panic, is reported to WSOnError and counted in
+// Stats().Errors; the stream goes on with the next message. While the
+// handler runs no other message is read, nor any pong: a handler that
+// blocks for longer than the ping timeout gets the link dropped.
+type MessageHandler func(ctx context.Context, msg []byte) error
+
+// WSStats are counters of a stream since it was made.
+type WSStats struct {
+	Connects uint64 // links established, the first one included
+	Messages uint64 // messages read and handed to the handler, whatever it answered
+	Errors   uint64 // errors reported to WSOnError: dials, drops, OnConnect, bad messages
+}
+
+// WSStream is a WebSocket subscription made by Client.SubscribeWS: one
+// goroutine that keeps a link to the server up, reconnecting with backoff,
+// and hands every message to a MessageHandler. It is safe for concurrent
+// use. It ends on Close, when the context given to SubscribeWS ends, or on
+// Client.Close.
+type WSStream struct {
+	c      *Client
+	rawURL string
+	url    string // without user info, for errors and logs
+	h      MessageHandler
+	cfg    wsConfig
+
+	ctx    context.Context // ends the stream
+	cancel context.CancelFunc
+	done   chan struct{}
+	wg     sync.WaitGroup // link watchers and resyncs, waited for before done closes
+
+	conn atomic.Pointer[websocket.Conn] // the link, nil while down
+
+	connects, messages, errs atomic.Uint64
+
+	wasUp bool // a link got past OnConnect before; only the stream goroutine uses it
+
+	mu            sync.Mutex
+	resyncRunning bool
+	resyncPending bool
+	closeErr      error
+}
+
+// SubscribeWS starts a stream: it dials url (ws, wss, http or https), calls
+// WSOnConnect, then reads messages and hands each to h. When the link drops
+// (close frame, reset, an unanswered ping, a message over WSReadLimit, a
+// failed OnConnect) it reconnects after an exponential, jittered delay
+// within WSReconnect's bounds, and after every reconnect it invalidates the
+// WSResync filter in the background, because messages were missed while
+// the link was down. Refused handshakes are retried the same way, honouring
+// Retry-After up to the upper bound.
+//
+// SubscribeWS returns at once, without waiting for the first connect. The
+// stream ends, with a close frame (StatusNormalClosure), on Close, when ctx
+// ends, or on Client.Close; tie it to an observer by giving both the same
+// ctx. On a closed client it returns a stream that has already ended.
+// SubscribeWS panics on a nil handler.
+func (c *Client) SubscribeWS(ctx context.Context, url string, h MessageHandler, opts ...WSOption) *WSStream {
+	if h == nil {
+		panic("qcache: SubscribeWS: nil MessageHandler")
+	}
+	cfg := defaultWSConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.pingTimeout == 0 {
+		cfg.pingTimeout = cfg.pingInterval
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	s := &WSStream{c: c, rawURL: url, url: redactURL(url), h: h, cfg: cfg, done: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	if c.closed.Load() {
+		s.cancel()
+		close(s.done)
+		return s
+	}
+	stop := context.AfterFunc(c.ctx, s.cancel)
+	if !c.goroutine(func() {
+		defer close(s.done)
+		defer stop()
+		defer s.cancel()
+		s.run()
+	}) {
+		stop()
+		s.cancel()
+		close(s.done)
+	}
+	return s
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return safeURL(u)
+}
+
+// Send writes msg to the server as one text message. It returns
+// ErrWSNotConnected while the link is down: Send does not queue messages
+// for the next link (resubscribe in WSOnConnect instead). ctx bounds the
+// write; a write cut short by ctx drops the link.
+func (s *WSStream) Send(ctx context.Context, msg []byte) error {
+	conn := s.conn.Load()
+	if conn == nil {
+		return ErrWSNotConnected
+	}
+	if err := conn.Write(ctx, websocket.MessageText, msg); err != nil {
+		return fmt.Errorf("qcache: websocket %s: send: %w", s.url, err)
+	}
+	return nil
+}
+
+// Connected reports whether the stream has a link now. It turns true before
+// WSOnConnect is called, so that OnConnect can Send.
+func (s *WSStream) Connected() bool { return s.conn.Load() != nil }
+
+// Stats returns the stream's counters.
+func (s *WSStream) Stats() WSStats {
+	return WSStats{Connects: s.connects.Load(), Messages: s.messages.Load(), Errors: s.errs.Load()}
+}
+
+// Close ends the stream: it sends a close frame (StatusNormalClosure) on the
+// link, if one is up, and waits for the server's answer (at most about a
+// second) and for the stream's goroutines to return. It returns the error
+// of that close handshake, if any. Close may be called more than once, but
+// not from the handler, OnConnect or OnError, which would wait for
+// themselves: cancel the stream's context there instead.
+func (s *WSStream) Close() error {
+	s.cancel()
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closeErr
+}
+
+// Done returns a channel that is closed once the stream has ended and its
+// goroutines have returned.
+func (s *WSStream) Done() <-chan struct{} { return s.done }
+
+// run is the stream's goroutine: dial, serve the link, wait, again.
+func (s *WSStream) run() {
+	defer s.wg.Wait()
+	failures := 0
+	for s.ctx.Err() == nil {
+		conn, linkCtx, cancelLink, retryAfter, err := s.dial()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			s.report(err)
+			if !s.sleep(s.delay(failures, retryAfter)) {
+				return
+			}
+			failures++
+			continue
+		}
+		s.connects.Add(1)
+		s.c.cfg.logger.Debug("qcache: websocket connected", "url", s.url)
+		healthy, err := s.serve(conn, linkCtx, cancelLink)
+		if s.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.report(err)
+		}
+		if healthy {
+			failures = 0
+		}
+		if !s.sleep(s.delay(failures, 0)) {
+			return
+		}
+		failures++
+	}
+}
+
+// dial makes one handshake, bounded by wsDialTimeout and the stream's
+// context. The returned context is the link's: cancelling it closes the
+// link at once, without a close frame.
+func (s *WSStream) dial() (_ *websocket.Conn, _ context.Context, _ context.CancelFunc, retryAfter time.Duration, _ error) {
+	// The stream's end must cut the handshake short but not the link once it
+	// is up: the link ends with a close frame instead.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(s.ctx))
+	stop := context.AfterFunc(s.ctx, cancel)
+	t := time.AfterFunc(wsDialTimeout, cancel)
+	conn, resp, err := websocket.Dial(ctx, s.rawURL, s.cfg.dial)
+	stop()
+	t.Stop()
+	if err != nil {
+		cancel()
+		if resp != nil {
+			retryAfter, _ = backoff.RetryAfter(resp.Header, time.Now())
+		}
+		return nil, nil, nil, retryAfter, fmt.Errorf("qcache: websocket %s: %w", s.url, err)
+	}
+	return conn, ctx, cancel, 0, nil
+}
+
+// delay is the wait before reconnect attempt failures+1: exponential from
+// min, jittered, within [min, max], and not below a Retry-After that fits.
+func (s *WSStream) delay(failures int, retryAfter time.Duration) time.Duration {
+	lo, hi := s.cfg.minDelay, s.cfg.maxDelay
+	d := backoff.Jittered(backoff.Exponential(failures+1, lo, hi))
+	d = min(max(d, lo), hi)
+	if retryAfter > d {
+		d = min(retryAfter, hi)
+	}
+	return d
+}
+
+func (s *WSStream) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.ctx.Done():
+		return false
+	}
+}
+
+// serve runs one link: OnConnect, the resync, then the read loop until the
+// link drops or the stream ends. healthy reports whether the link did some
+// good (delivered a message, or stayed up for the longest delay), which
+// resets the backoff.
+func (s *WSStream) serve(conn *websocket.Conn, linkCtx context.Context, cancelLink context.CancelFunc) (healthy bool, err error) {
+	conn.SetReadLimit(s.cfg.readLimit)
+	up := time.Now()
+	linkDone := make(chan struct{})
+	watchDone := make(chan struct{})
+	var reason error // set by the watcher before watchDone closes
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(watchDone)
+		reason = s.watch(conn, linkDone, cancelLink)
+	}()
+	s.conn.Store(conn)
+	defer func() {
+		s.conn.Store(nil)
+		close(linkDone)
+		<-watchDone
+		cancelLink()
+		conn.CloseNow()
+		if reason != nil {
+			err = reason
+		}
+		if time.Since(up) >= s.cfg.maxDelay {
+			healthy = true
+		}
+	}()
+
+	if f := s.cfg.onConnect; f != nil {
+		if err := s.callOnConnect(f); err != nil {
+			return false, err
+		}
+	}
+	if s.wasUp {
+		s.resync()
+	}
+	s.wasUp = true
+
+	var buf bytes.Buffer // reused; each message gets its own exact copy
+	for {
+		msg, err := readMessage(linkCtx, conn, &buf)
+		if err != nil {
+			return healthy, s.linkError(err)
+		}
+		s.messages.Add(1)
+		healthy = true
+		if err := s.handle(msg); err != nil && s.ctx.Err() == nil {
+			s.report(err)
+		}
+	}
+}
+
+func readMessage(ctx context.Context, conn *websocket.Conn, buf *bytes.Buffer) ([]byte, error) {
+	_, r, err := conn.Reader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(buf.Bytes()), nil
+}
+
+func (s *WSStream) callOnConnect(f func(context.Context, *WSStream) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("qcache: websocket %s: OnConnect panicked: %v", s.url, r)
+		}
+	}()
+	if err := f(s.ctx, s); err != nil {
+		return fmt.Errorf("qcache: websocket %s: OnConnect: %w", s.url, err)
+	}
+	return nil
+}
+
+func (s *WSStream) handle(msg []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("qcache: websocket %s: handler panicked: %v", s.url, r)
+		}
+	}()
+	if err := s.h(s.ctx, msg); err != nil {
+		return fmt.Errorf("qcache: websocket %s: %w", s.url, err)
+	}
+	return nil
+}
+
+// linkError says why the read loop ended.
+func (s *WSStream) linkError(err error) error {
+	switch {
+	case errors.Is(err, websocket.ErrMessageTooBig):
+		return fmt.Errorf("qcache: websocket %s: message over the read limit of %d bytes: %w", s.url, s.cfg.readLimit, err)
+	case websocket.CloseStatus(err) != -1:
+		return fmt.Errorf("qcache: websocket %s: closed by the server: %w", s.url, err)
+	}
+	return fmt.Errorf("qcache: websocket %s: link lost: %w", s.url, err)
+}
+
+// watch runs beside the read loop of one link: it pings, drops the link
+// when a pong does not come (returning why), and closes the link with a
+// close frame when the stream ends.
+func (s *WSStream) watch(conn *websocket.Conn, linkDone <-chan struct{}, cancelLink context.CancelFunc) error {
+	var tick <-chan time.Time
+	if s.cfg.pingInterval > 0 {
+		t := time.NewTicker(s.cfg.pingInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-linkDone:
+			return nil
+		case <-s.ctx.Done():
+			s.closeLink(conn, cancelLink)
+			return nil
+		case <-tick:
+			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.pingTimeout)
+			err := conn.Ping(ctx)
+			cancel()
+			if err == nil || errors.Is(err, net.ErrClosed) {
+				continue // a closed link is the read loop's to report
+			}
+			if s.ctx.Err() != nil {
+				s.closeLink(conn, cancelLink)
+				return nil
+			}
+			select {
+			case <-linkDone:
+				return nil
+			default:
+			}
+			conn.CloseNow()
+			return fmt.Errorf("qcache: websocket %s: no pong within %v: %w", s.url, s.cfg.pingTimeout, err)
+		}
+	}
+}
+
+// closeLink sends a close frame and waits, at most wsCloseGrace, for the
+// peer's answer, then closes the connection.
+func (s *WSStream) closeLink(conn *websocket.Conn, cancelLink context.CancelFunc) {
+	t := time.AfterFunc(wsCloseGrace, cancelLink)
+	err := conn.Close(websocket.StatusNormalClosure, "")
+	t.Stop()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		s.mu.Lock()
+		s.closeErr = fmt.Errorf("qcache: websocket %s: close: %w", s.url, err)
+		s.mu.Unlock()
+	}
+}
+
+// resync invalidates the WSResync filter in the background. Resyncs do not
+// pile up: one asked while another runs starts when it returns.
+func (s *WSStream) resync() {
+	s.mu.Lock()
+	if s.resyncRunning {
+		s.resyncPending = true
+		s.mu.Unlock()
+		return
+	}
+	s.resyncRunning = true
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			if err := s.c.Invalidate(s.ctx, s.cfg.resync); err != nil {
+				s.c.cfg.logger.Debug("qcache: websocket resync", "url", s.url, "err", err)
+			}
+			s.mu.Lock()
+			if !s.resyncPending || s.ctx.Err() != nil {
+				s.resyncRunning, s.resyncPending = false, false
+				s.mu.Unlock()
+				return
+			}
+			s.resyncPending = false
+			s.mu.Unlock()
+		}
+	}()
+}
+
+// report counts err, logs it and hands it to OnError.
+func (s *WSStream) report(err error) {
+	s.errs.Add(1)
+	s.c.cfg.logger.Debug("qcache: websocket", "url", s.url, "err", err)
+	f := s.cfg.onError
+	if f == nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.c.cfg.logger.Error("qcache: websocket OnError panicked", "url", s.url, "panic", r)
+		}
+	}()
+	f(err)
+}
+
+// ---------- handlers ----------
+
+// SetDataHandler returns a handler that decodes each message as JSON into a
+// T, validates it when T or *T has `Validate() error`, and stores it with
+// q.SetData(params(v), v), so that p's observers see it at once. A message
+// that does not decode or validate is an error and changes nothing.
+// SetDataHandler does not look at a message's type: put it behind Route when
+// the socket carries several kinds.
+func SetDataHandler[P comparable, T any](q *Query[P, T], params func(T) P) MessageHandler {
+	if q == nil || params == nil {
+		panic("qcache: SetDataHandler: nil query or params function")
+	}
+	// validate boxes its argument: ask only types that can answer.
+	_, valT := any(*new(T)).(validator)
+	_, valPT := any(new(T)).(validator)
+	return func(_ context.Context, msg []byte) error {
+		var v T
+		if err := json.Unmarshal(msg, &v); err != nil {
+			return fmt.Errorf("qcache: %s: decode message: %w", q.name, err)
+		}
+		if valT || valPT {
+			if err := validate(&v); err != nil {
+				return fmt.Errorf("qcache: %s: validate message: %w", q.name, err)
+			}
+		}
+		e, err := q.lockedEntry(params(v))
+		if err != nil {
+			return err
+		}
+		e.setDataLocked(v)
+		e.mu.Unlock()
+		return nil
+	}
+}
+
+// InvalidateHandler returns a handler that invalidates the entries
+// filter(msg) selects, as Client.Invalidate does, refetching those
+// f.Refetch names. It does not wait for the refetches, so that the stream
+// reads on; their results land in the entries' State. An error from filter
+// is the handler's error.
+func InvalidateHandler(c *Client, filter func(msg []byte) (Filter, error)) MessageHandler {
+	if c == nil || filter == nil {
+		panic("qcache: InvalidateHandler: nil client or filter function")
+	}
+	return func(_ context.Context, msg []byte) error {
+		f, err := filter(msg)
+		if err != nil {
+			return fmt.Errorf("qcache: invalidate message: %w", err)
+		}
+		if c.closed.Load() {
+			return ErrClosed
+		}
+		for _, e := range c.matching(f) {
+			e.invalidate(f.Refetch)
+		}
+		return nil
+	}
+}
+
+// Route returns a handler that reads the top-level JSON string field of each
+// message (`"type"` in {"type":"user",...}) and hands the whole message to
+// the handler routes has for its value. A message that is not a JSON
+// object, lacks the field, has a non-string value there, or has a value no
+// route knows is an error. Route reads only as far as it must: it does not
+// check that the rest of the message is valid JSON (the routed handler's
+// decoding does). When the field appears twice, the last one counts, as in
+// encoding/json. routes is copied.
+func Route(field string, routes map[string]MessageHandler) MessageHandler {
+	routes = maps.Clone(routes)
+	return func(ctx context.Context, msg []byte) error {
+		v, err := topLevelString(msg, field)
+		if err != nil {
+			return fmt.Errorf("qcache: route: %w", err)
+		}
+		h := routes[string(v)]
+		if h == nil {
+			if len(v) > 64 {
+				v = v[:64]
+			}
+			return fmt.Errorf("qcache: route: no handler for %s %q", field, v)
+		}
+		return h(ctx, msg)
+	}
+}
+
+var errRouteSyntax = errors.New("message is not a JSON object")
+
+// topLevelString returns the unescaped value of the top-level string field
+// named field of the JSON object msg. Strings without escapes are returned
+// without copying.
+func topLevelString(msg []byte, field string) ([]byte, error) {
+	i := skipSpace(msg, 0)
+	if i >= len(msg) || msg[i] != '{' {
+		return nil, errRouteSyntax
+	}
+	i = skipSpace(msg, i+1)
+	var val []byte
+	found := false
+	if i < len(msg) && msg[i] == '}' {
+		return nil, fmt.Errorf("message has no %q field", field)
+	}
+	for {
+		if i >= len(msg) || msg[i] != '"' {
+			return nil, errRouteSyntax
+		}
+		key, esc, j, ok := scanString(msg, i)
+		if !ok {
+			return nil, errRouteSyntax
+		}
+		match := string(key) == field
+		if esc {
+			match = unquote(msg[i:j]) == field
+		}
+		i = skipSpace(msg, j)
+		if i >= len(msg) || msg[i] != ':' {
+			return nil, errRouteSyntax
+		}
+		i = skipSpace(msg, i+1)
+		if match {
+			if i >= len(msg) || msg[i] != '"' {
+				return nil, fmt.Errorf("field %q is not a string", field)
+			}
+			v, esc, j, ok := scanString(msg, i)
+			if !ok {
+				return nil, errRouteSyntax
+			}
+			if esc {
+				var s string
+				if err := json.Unmarshal(msg[i:j], &s); err != nil {
+					return nil, errRouteSyntax
+				}
+				v = []byte(s)
+			}
+			val, found, i = v, true, j
+		} else if i, ok = skipValue(msg, i); !ok {
+			return nil, errRouteSyntax
+		}
+		i = skipSpace(msg, i)
+		if i >= len(msg) {
+			return nil, errRouteSyntax
+		}
+		if msg[i] == '}' {
+			break
+		}
+		if msg[i] != ',' {
+			return nil, errRouteSyntax
+		}
+		i = skipSpace(msg, i+1)
+	}
+	if !found {
+		return nil, fmt.Errorf("message has no %q field", field)
+	}
+	return val, nil
+}
+
+func unquote(quoted []byte) string {
+	var s string
+	if json.Unmarshal(quoted, &s) != nil {
+		return "\x00invalid"
+	}
+	return s
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanString scans the string starting at b[i] == '"': it returns its raw
+// contents, whether they hold escapes, and the index after the closing quote.
+func scanString(b []byte, i int) (raw []byte, esc bool, next int, ok bool) {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			esc = true
+			j++
+		case '"':
+			return b[i+1 : j], esc, j + 1, true
+		}
+	}
+	return nil, false, 0, false
+}
+
+// skipValue skips the JSON value starting at b[i], checking only its
+// brackets and strings.
+func skipValue(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return 0, false
+	}
+	switch b[i] {
+	case '"':
+		_, _, j, ok := scanString(b, i)
+		return j, ok
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				_, _, j, ok := scanString(b, i)
+				if !ok {
+					return 0, false
+				}
+				i = j
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1, true
+				}
+			}
+			i++
+		}
+		return 0, false
+	case ',', '}', ']', ':':
+		return 0, false
+	}
+	j := i
+	for j < len(b) {
+		switch b[j] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return j, true
+		}
+		j++
+	}
+	return j, true
+}
