@@ -23,10 +23,8 @@ import (
 // after the end).
 var ErrWSNotConnected = errors.New("qcache: websocket not connected")
 
-const (
-	wsDialTimeout = 30 * time.Second // bounds one handshake
-	wsCloseGrace  = time.Second      // how long a closing peer may take to answer the close frame
-)
+// wsDialTimeout bounds one handshake.
+const wsDialTimeout = 30 * time.Second
 
 // MessageHandler handles one WebSocket message (text or binary): typically
 // it decodes msg and calls Query.SetData or Client.Invalidate. The stream
@@ -157,8 +155,10 @@ func (s *WSStream) Stats() WSStats {
 }
 
 // Close ends the stream: it sends a close frame (StatusNormalClosure) on the
-// link, if one is up, and waits for the server's answer (at most about a
-// second) and for the stream's goroutines to return. It returns the error
+// link, if one is up, and waits for the server's answer and for the
+// stream's goroutines to return. A live server answers at once; for a peer
+// that died silently since the last ping, Close waits out coder/websocket's
+// bound of 5 seconds. It returns the error
 // of that close handshake, if any. Close may be called more than once, but
 // not from the handler, OnConnect or OnError, which would wait for
 // themselves: cancel the stream's context there instead.
@@ -179,7 +179,7 @@ func (s *WSStream) run() {
 	defer s.wg.Wait()
 	failures := 0
 	for s.ctx.Err() == nil {
-		conn, linkCtx, cancelLink, retryAfter, err := s.dial()
+		conn, cancelDial, retryAfter, err := s.dial()
 		if err != nil {
 			if s.ctx.Err() != nil {
 				return
@@ -193,7 +193,8 @@ func (s *WSStream) run() {
 		}
 		s.connects.Add(1)
 		s.c.cfg.logger.Debug("qcache: websocket connected", "url", s.url)
-		healthy, err := s.serve(conn, linkCtx, cancelLink)
+		healthy, err := s.serve(conn)
+		cancelDial()
 		if s.ctx.Err() != nil {
 			return
 		}
@@ -211,9 +212,9 @@ func (s *WSStream) run() {
 }
 
 // dial makes one handshake, bounded by wsDialTimeout and the stream's
-// context. The returned context is the link's: cancelling it closes the
-// link at once, without a close frame.
-func (s *WSStream) dial() (_ *websocket.Conn, _ context.Context, _ context.CancelFunc, retryAfter time.Duration, _ error) {
+// context. The returned function releases the handshake's context once the
+// link is over.
+func (s *WSStream) dial() (_ *websocket.Conn, release context.CancelFunc, retryAfter time.Duration, _ error) {
 	// The stream's end must cut the handshake short but not the link once it
 	// is up: the link ends with a close frame instead.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(s.ctx))
@@ -227,9 +228,9 @@ func (s *WSStream) dial() (_ *websocket.Conn, _ context.Context, _ context.Cance
 		if resp != nil {
 			retryAfter, _ = backoff.RetryAfter(resp.Header, time.Now())
 		}
-		return nil, nil, nil, retryAfter, fmt.Errorf("qcache: websocket %s: %w", s.url, err)
+		return nil, nil, retryAfter, fmt.Errorf("qcache: websocket %s: %w", s.url, err)
 	}
-	return conn, ctx, cancel, 0, nil
+	return conn, cancel, 0, nil
 }
 
 // delay is the wait before reconnect attempt failures+1: exponential from
@@ -259,7 +260,7 @@ func (s *WSStream) sleep(d time.Duration) bool {
 // link drops or the stream ends. healthy reports whether the link did some
 // good (delivered a message, or stayed up for the longest delay), which
 // resets the backoff.
-func (s *WSStream) serve(conn *websocket.Conn, linkCtx context.Context, cancelLink context.CancelFunc) (healthy bool, err error) {
+func (s *WSStream) serve(conn *websocket.Conn) (healthy bool, err error) {
 	conn.SetReadLimit(s.cfg.readLimit)
 	up := time.Now()
 	linkDone := make(chan struct{})
@@ -269,14 +270,13 @@ func (s *WSStream) serve(conn *websocket.Conn, linkCtx context.Context, cancelLi
 	go func() {
 		defer s.wg.Done()
 		defer close(watchDone)
-		reason = s.watch(conn, linkDone, cancelLink)
+		reason = s.watch(conn, linkDone)
 	}()
 	s.conn.Store(conn)
 	defer func() {
 		s.conn.Store(nil)
 		close(linkDone)
 		<-watchDone
-		cancelLink()
 		conn.CloseNow()
 		if reason != nil {
 			err = reason
@@ -296,9 +296,13 @@ func (s *WSStream) serve(conn *websocket.Conn, linkCtx context.Context, cancelLi
 	}
 	s.wasUp = true
 
+	// Reads take a context without Done: coder/websocket would otherwise
+	// arm a timer per frame (7 allocations a message). The link ends through
+	// watch instead.
+	readCtx := context.Background()
 	var buf bytes.Buffer // reused; each message gets its own exact copy
 	for {
-		msg, err := readMessage(linkCtx, conn, &buf)
+		msg, err := readMessage(readCtx, conn, &buf)
 		if err != nil {
 			return healthy, s.linkError(err)
 		}
@@ -360,7 +364,7 @@ func (s *WSStream) linkError(err error) error {
 // watch runs beside the read loop of one link: it pings, drops the link
 // when a pong does not come (returning why), and closes the link with a
 // close frame when the stream ends.
-func (s *WSStream) watch(conn *websocket.Conn, linkDone <-chan struct{}, cancelLink context.CancelFunc) error {
+func (s *WSStream) watch(conn *websocket.Conn, linkDone <-chan struct{}) error {
 	var tick <-chan time.Time
 	if s.cfg.pingInterval > 0 {
 		t := time.NewTicker(s.cfg.pingInterval)
@@ -372,7 +376,7 @@ func (s *WSStream) watch(conn *websocket.Conn, linkDone <-chan struct{}, cancelL
 		case <-linkDone:
 			return nil
 		case <-s.ctx.Done():
-			s.closeLink(conn, cancelLink)
+			s.closeLink(conn)
 			return nil
 		case <-tick:
 			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.pingTimeout)
@@ -382,7 +386,7 @@ func (s *WSStream) watch(conn *websocket.Conn, linkDone <-chan struct{}, cancelL
 				continue // a closed link is the read loop's to report
 			}
 			if s.ctx.Err() != nil {
-				s.closeLink(conn, cancelLink)
+				s.closeLink(conn)
 				return nil
 			}
 			select {
@@ -396,12 +400,10 @@ func (s *WSStream) watch(conn *websocket.Conn, linkDone <-chan struct{}, cancelL
 	}
 }
 
-// closeLink sends a close frame and waits, at most wsCloseGrace, for the
-// peer's answer, then closes the connection.
-func (s *WSStream) closeLink(conn *websocket.Conn, cancelLink context.CancelFunc) {
-	t := time.AfterFunc(wsCloseGrace, cancelLink)
+// closeLink sends a close frame, waits for the peer's answer and closes the
+// connection.
+func (s *WSStream) closeLink(conn *websocket.Conn) {
 	err := conn.Close(websocket.StatusNormalClosure, "")
-	t.Stop()
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		s.mu.Lock()
 		s.closeErr = fmt.Errorf("qcache: websocket %s: close: %w", s.url, err)
