@@ -1,0 +1,292 @@
+// Command table reads the output of bench's benchmarks (go test -bench, any
+// number of rounds, in any order) and prints one markdown table: the median
+// of each workload and library over the rounds, W1's ratio to the bare
+// sync.Map limit, and whether qcache meets the targets of issue 7.
+//
+//	table [file ...]   # standard input when no file is given
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// key names one benchmark result: the name without the "Benchmark" prefix
+// and the -cpu suffix ("W1Hot/qcache"), the GOMAXPROCS it ran with, and the
+// unit of the value.
+type key struct {
+	name string
+	cpu  int
+	unit string
+}
+
+type results map[key][]float64
+
+var cpuSuffix = regexp.MustCompile(`-(\d+)$`)
+
+func parse(r io.Reader, res results) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") || len(f)%2 != 0 {
+			continue
+		}
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue
+		}
+		name, cpu := strings.TrimPrefix(f[0], "Benchmark"), 1
+		if m := cpuSuffix.FindStringSubmatch(name); m != nil {
+			cpu, _ = strconv.Atoi(m[1])
+			name = strings.TrimSuffix(name, m[0])
+		}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			k := key{name, cpu, f[i+1]}
+			res[k] = append(res[k], v)
+		}
+	}
+	return sc.Err()
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// get returns the median of name's unit at any cpu when cpu is 0.
+func (res results) get(name string, cpu int, unit string) (float64, []float64, bool) {
+	var all []float64
+	for k, v := range res {
+		if k.name == name && k.unit == unit && (cpu == 0 || k.cpu == cpu) {
+			all = append(all, v...)
+		}
+	}
+	if len(all) == 0 {
+		return 0, nil, false
+	}
+	return median(all), all, true
+}
+
+func dur(ns float64) string {
+	switch {
+	case ns < 1e3:
+		return fmt.Sprintf("%.1f ns", ns)
+	case ns < 1e6:
+		return fmt.Sprintf("%.1f µs", ns/1e3)
+	case ns < 1e9:
+		return fmt.Sprintf("%.2f ms", ns/1e6)
+	}
+	return fmt.Sprintf("%.2f s", ns/1e9)
+}
+
+const (
+	qcache = "qcache"
+	limit  = "syncmap"
+)
+
+var (
+	peers  = []string{"otter", "sturdyc", "sfmap"}
+	labels = map[string]string{
+		"qcache":  "qcache",
+		"otter":   "otter v2",
+		"sturdyc": "sturdyc",
+		"sfmap":   "singleflight + sync.Map",
+		"syncmap": "sync.Map.Load (limit)",
+	}
+)
+
+type table struct {
+	w    io.Writer
+	rows int
+}
+
+func (t *table) row(cells ...string) {
+	fmt.Fprintf(t.w, "| %s |\n", strings.Join(cells, " | "))
+	t.rows++
+}
+
+func (t *table) na(workload, why string) {
+	t.row(workload, "otter v2, sturdyc, singleflight + sync.Map", "n/a", "", "", "", why)
+}
+
+func allocs(res results, name string, cpu int) string {
+	b, _, okB := res.get(name, cpu, "B/op")
+	a, _, okA := res.get(name, cpu, "allocs/op")
+	if !okB || !okA {
+		return ""
+	}
+	return fmt.Sprintf("%.0f B, %.0f allocs", b, a)
+}
+
+func render(w io.Writer, res results) int {
+	t := &table{w: w}
+	fmt.Fprintln(w, "| Workload | Library | Median | vs limit | per op | Target | Status |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+
+	// W1: ns per Get at each GOMAXPROCS, against the limit and the peers.
+	for _, v := range []struct{ bench, label string }{{"W1Hot", "W1 hit, one hot key"}, {"W1Zipf", "W1 hit, zipf over 16k keys"}} {
+		for _, cpu := range []int{1, 2} {
+			lim, _, okLim := res.get(v.bench+"/"+limit, cpu, "ns/op")
+			if !okLim {
+				continue
+			}
+			wl := fmt.Sprintf("%s, -cpu=%d", v.label, cpu)
+			for _, lib := range append(append([]string{qcache}, peers...), limit) {
+				name := v.bench + "/" + lib
+				ns, all, ok := res.get(name, cpu, "ns/op")
+				if !ok {
+					continue
+				}
+				cell := fmt.Sprintf("%s/Get (%s–%s)", dur(ns), dur(slices.Min(all)), dur(slices.Max(all)))
+				ratio := fmt.Sprintf("%.2f×", ns/lim)
+				target, status := "", ""
+				switch lib {
+				case qcache:
+					target = "≤ 2× limit, faster than every peer"
+					var short []string
+					if ns > 2*lim {
+						short = append(short, fmt.Sprintf("%.2f× the limit", ns/lim))
+					}
+					for _, p := range peers {
+						if pns, _, ok := res.get(v.bench+"/"+p, cpu, "ns/op"); ok && pns <= ns {
+							short = append(short, "slower than "+labels[p])
+						}
+					}
+					status = "**met**"
+					if len(short) > 0 {
+						status = "**SHORT**: " + strings.Join(short, ", ")
+					}
+				case limit:
+					ratio, status = "1×", "the limit"
+				}
+				t.row(wl, labels[lib], cell, ratio, allocs(res, name, cpu), target, status)
+			}
+		}
+	}
+
+	// W2: fetches per storm (every round must be exactly one for qcache) and
+	// wall time against the fetch's own time.
+	for _, lib := range append([]string{qcache}, peers...) {
+		name := "W2Storm/" + lib
+		f, all, ok := res.get(name, 0, "fetches/storm")
+		if !ok {
+			continue
+		}
+		ms, _, _ := res.get(name, 0, "ms/storm")
+		fms, _, _ := res.get(name, 0, "fetch-ms")
+		cell := fmt.Sprintf("%.3f fetches/storm; %.2f ms/storm", f, ms)
+		vs := fmt.Sprintf("%.2f× the fetch (%.2f ms)", ms/fms, fms)
+		target, status := "", ""
+		if lib == qcache {
+			target = "exactly 1 fetch/storm"
+			status = "**met**"
+			if lo, hi := slices.Min(all), slices.Max(all); lo != 1 || hi != 1 {
+				status = fmt.Sprintf("**SHORT**: %.3f to %.3f fetches/storm", lo, hi)
+			}
+		}
+		t.row("W2 miss storm, 512 goroutines, 2 ms fetch", labels[lib], cell, vs, "", target, status)
+	}
+
+	// W3: bytes per entry.
+	for _, lib := range append([]string{qcache}, peers...) {
+		b, _, ok := res.get("W3Memory/"+lib, 0, "B/entry")
+		if !ok {
+			continue
+		}
+		target, status := "", ""
+		if lib == qcache {
+			target = "≤ 200 B/entry"
+			status = "**met**"
+			if b > 200 {
+				status = fmt.Sprintf("**SHORT**: %.1f× the target", b/200)
+			}
+		}
+		t.row("W3 memory per entry at 100,000", labels[lib], fmt.Sprintf("%.0f B/entry", b), "", "", target, status)
+	}
+
+	// W4: notification latency, qcache only.
+	w4 := false
+	for _, n := range []int{1, 100, 10_000} {
+		name := fmt.Sprintf("W4Notify/%s/observers=%d", qcache, n)
+		ns, _, ok := res.get(name, 0, "ns/op")
+		if !ok {
+			continue
+		}
+		w4 = true
+		t.row(fmt.Sprintf("W4 SetData → %d observer(s) notified", n), labels[qcache], dur(ns), "", allocs(res, name, 0), "", "")
+	}
+	if w4 {
+		t.na("W4 SetData → observers notified", "no observers")
+	}
+
+	// W5: time to end the freshness of 1% of 100,000 entries by prefix.
+	for _, lib := range append([]string{qcache}, peers...) {
+		name := "W5Invalidate/" + lib
+		ns, _, ok := res.get(name, 0, "ns/op")
+		if !ok {
+			continue
+		}
+		how := "delete while iterating"
+		switch lib {
+		case qcache:
+			how = "mark stale (Invalidate, RefetchNone)"
+		case "sturdyc":
+			how = "ScanKeys, then Delete"
+		}
+		t.row("W5 invalidate a prefix (1% of 100,000)", labels[lib], dur(ns), "", allocs(res, name, 0), "", how)
+	}
+
+	// W6: footprint per polling observer, qcache only.
+	if b, _, ok := res.get("W6Polling/"+qcache, 0, "B/observer"); ok {
+		g, _, _ := res.get("W6Polling/"+qcache, 0, "goroutines/observer")
+		st, _, _ := res.get("W6Polling/"+qcache, 0, "stack-B/observer")
+		status := "**met**"
+		if b > 4096 {
+			status = fmt.Sprintf("**SHORT**: %.1f× the target", b/4096)
+		}
+		t.row("W6 footprint per polling observer (10,000)", labels[qcache],
+			fmt.Sprintf("%.0f B/observer", b), "", fmt.Sprintf("%.2f goroutines, %.0f B of stack", g, st), "≤ 4 KiB", status)
+		t.na("W6 footprint per polling observer", "no observers")
+	}
+	return t.rows
+}
+
+func main() {
+	res := results{}
+	if len(os.Args) == 1 {
+		if err := parse(os.Stdin, res); err != nil {
+			fmt.Fprintln(os.Stderr, "table:", err)
+			os.Exit(1)
+		}
+	}
+	for _, name := range os.Args[1:] {
+		f, err := os.Open(name)
+		if err == nil {
+			err = parse(f, res)
+			f.Close()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "table:", err)
+			os.Exit(1)
+		}
+	}
+	if render(os.Stdout, res) == 0 {
+		fmt.Fprintln(os.Stderr, "table: no benchmark results in the input")
+		os.Exit(1)
+	}
+}

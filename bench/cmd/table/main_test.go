@@ -1,0 +1,46 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+const sample = `goos: linux
+BenchmarkW1Hot/qcache         	 8166316	        30.0 ns/op	       0 B/op	       0 allocs/op
+BenchmarkW1Hot/qcache         	 8166316	        20.0 ns/op	       0 B/op	       0 allocs/op
+BenchmarkW1Hot/qcache         	 8166316	        25.0 ns/op	       0 B/op	       0 allocs/op
+BenchmarkW1Hot/otter          	 1603438	       145.1 ns/op	       0 B/op	       0 allocs/op
+BenchmarkW1Hot/syncmap        	 5791425	        20.0 ns/op	       0 B/op	       0 allocs/op
+BenchmarkW1Hot/qcache-2       	 4461734	        68.12 ns/op	       0 B/op	       0 allocs/op
+BenchmarkW1Hot/sfmap-2        	 4461734	        50.00 ns/op	       0 B/op	       0 allocs/op
+BenchmarkW1Hot/syncmap-2      	16103367	        16.68 ns/op	       0 B/op	       0 allocs/op
+BenchmarkW2Storm/qcache-2 	    1000	   3821186 ns/op	         2.313 fetch-ms	         1.000 fetches/storm	         2.863 ms/storm	  382528 B/op	    1579 allocs/op
+BenchmarkW3Memory/qcache-2         	       1	1303133961 ns/op	       769.2 B/entry
+BenchmarkW6Polling/qcache-2         	       1	 862396863 ns/op	      3000 B/observer	         1.000 goroutines/observer	      2048 stack-B/observer
+PASS
+`
+
+func TestRender(t *testing.T) {
+	res := results{}
+	if err := parse(strings.NewReader(sample), res); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := res.get("W1Hot/qcache", 1, "ns/op"); got != 25 {
+		t.Errorf("median of W1Hot/qcache at -cpu=1 = %v, want 25", got)
+	}
+	var b strings.Builder
+	render(&b, res)
+	out := b.String()
+	for _, want := range []string{
+		"| W1 hit, one hot key, -cpu=1 | qcache | 25.0 ns/Get (20.0 ns–30.0 ns) | 1.25× |",
+		"| **met** |", // qcache at -cpu=1: 1.25× the limit and faster than otter
+		"**SHORT**: 4.08× the limit, slower than singleflight + sync.Map",
+		"| 1.000 fetches/storm; 2.86 ms/storm | 1.24× the fetch (2.31 ms) |",
+		"769 B/entry", "**SHORT**: 3.8× the target",
+		"3000 B/observer",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,13 @@
+// Package bench compares qcache with the Go caches its users would otherwise
+// pick: otter v2 (Get with a loader and expiry), sturdyc (GetOrFetch), the
+// hand-written singleflight + sync.Map, and a bare sync.Map.Load as the
+// physical limit of a lookup.
+//
+// The workloads (W1 to W6) are Go benchmarks in bench_test.go; the helpers
+// they share live here so that plain `go test` can check each of them
+// quickly. `./run` runs every benchmark round by round and prints one
+// markdown table (see README.md).
+//
+// This is its own module so that the root module keeps its small set of
+// dependencies.
+package bench
