@@ -283,15 +283,76 @@ type MutationOption func(*mutationConfig)
 type mutationConfig struct {
 	invalidates []Filter
 	retry       int
-	serial      bool
-	hooks       []any // typed hooks, checked in NewMutation
+	retryDelay  func(failureCount int, err error) time.Duration
+	serial      bool   // queue Do calls per key
+	scope       string // queue Do calls across mutations of this scope
+	hooks       []mutationHook
 }
 
-// Invalidates adds filters that are invalidated after every successful Do,
-// before Do returns.
+// mutationHook is a typed hook kept untyped until NewMutation checks it
+// against the mutation's types.
+type mutationHook struct {
+	kind string // "OnMutate", "OnSuccess", "OnError", "OnSettled"
+	fn   any
+}
+
+func (c *mutationConfig) addHook(kind string, fn any, isNil bool) {
+	if !isNil {
+		c.hooks = append(c.hooks, mutationHook{kind, fn})
+	}
+}
+
+// Invalidates adds filters that are invalidated after every Do that settles,
+// successful or not, before Do returns: after a success because the server
+// changed, after a failure because an optimistic update was rolled back to
+// data that may be outdated and the server may have applied part of the
+// change. Do waits for the refetches the invalidation starts (Filter.Refetch
+// says which) until they settle or its context ends; their errors land in
+// the entries' State, never in Do's result. An entry matched by several
+// filters is invalidated once. Calls that never start (the client is
+// closed, ctx has ended, p cannot be bound, ctx ends while waiting for a
+// turn under Serial or MutationScope) invalidate nothing.
 func Invalidates(filters ...Filter) MutationOption {
 	filters = append([]Filter(nil), filters...)
 	return func(c *mutationConfig) { c.invalidates = append(c.invalidates, filters...) }
+}
+
+// MutationRetry sets how many times a failed request of a mutation is
+// retried after the first attempt (default 0: mutations are not retried,
+// since they are usually not idempotent). As for queries, 4xx answers other
+// than 408 and 429, decode and validation errors are never retried, and a
+// Retry-After header sets the delay.
+func MutationRetry(n int) MutationOption {
+	if n < 0 {
+		panic(fmt.Sprintf("qcache: MutationRetry(%d): negative", n))
+	}
+	return func(c *mutationConfig) { c.retry = n }
+}
+
+// MutationRetryDelay sets the delay before each retry of a mutation, as
+// RetryDelay does for a query (default min(1s·2^failureCount, 30s)).
+func MutationRetryDelay(f func(failureCount int, err error) time.Duration) MutationOption {
+	return func(c *mutationConfig) { c.retryDelay = f }
+}
+
+// Serial makes Do calls of the mutation whose parameters have the same key
+// (Mutation.Key) run one at a time, in the order they were called: each
+// waits for the one before it to settle, hooks and invalidation included.
+// Calls with different keys still run in parallel. Combined with
+// MutationScope, the queue is shared by every mutation of the scope, per
+// key.
+func Serial() MutationOption {
+	return func(c *mutationConfig) { c.serial = true }
+}
+
+// MutationScope makes Do calls of every mutation of the client given the
+// same scope name run one at a time, in the order they were called, whatever
+// their parameters (TanStack Query's scope.id). With Serial as well, the
+// queue is per scope and key: calls of the scope's mutations on the same key
+// run one at a time, calls on different keys in parallel. An empty name
+// turns the scope off.
+func MutationScope(name string) MutationOption {
+	return func(c *mutationConfig) { c.scope = name }
 }
 
 // ---------- WebSocket options ----------

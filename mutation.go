@@ -1,0 +1,485 @@
+package qcache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/qcache-go/qcache/internal/backoff"
+	"github.com/qcache-go/qcache/internal/endpoint"
+)
+
+// Mutation is a typed write: Do sends a request with a JSON body of type B
+// to the endpoint bound by P, and decodes the answer into R. Around the
+// request it runs the mutation's hooks (optimistic updates and their
+// rollback, OnSuccess, OnError, OnSettled) and invalidates the queries the
+// write made outdated. Make one with NewMutation when the program starts and
+// share it; it is safe for concurrent use.
+type Mutation[P comparable, B, R any] struct {
+	c       *Client
+	name    string // "POST /todos/$id", for errors
+	method  string
+	base    string
+	header  http.Header
+	binding *endpoint.Binding
+	cfg     mutationConfig
+
+	queued bool // Serial or MutationScope
+	scope  any  // the queue's scope: the scope name, or the mutation itself
+
+	onMutate  []func(context.Context, P, B) (func(), error)
+	onSuccess []func(context.Context, R, P, B)
+	onError   []func(context.Context, error, P, B)
+	onSettled []func(context.Context, R, error, P, B)
+}
+
+// NewMutation declares a mutation over HTTP. ep.Method "" means POST. P
+// binds the URL template exactly as in NewQuery (path and query values,
+// escaped); B is encoded as the JSON request body (Content-Type
+// application/json; use struct{} for an empty object); R is decoded from the
+// JSON answer and validated like a query's T, and a 204 or empty answer
+// gives the zero R.
+//
+// NewMutation panics, as NewQuery does, when the template is malformed, when
+// P cannot bind it, when a relative URL is given to a client without
+// WithBaseURL, and when a hook option (OnMutate, OnSuccess, OnError,
+// OnSettled) was given a function of other types than P, B and R, naming
+// the types it got and the ones it needs.
+func NewMutation[P comparable, B, R any](c *Client, ep Endpoint, opts ...MutationOption) *Mutation[P, B, R] {
+	method := strings.ToUpper(ep.Method)
+	if method == "" {
+		method = http.MethodPost
+	}
+	name := method + " " + ep.URL
+	if c == nil {
+		panic("qcache: NewMutation " + name + ": nil Client")
+	}
+	b, err := endpoint.Compile(ep.URL, reflect.TypeFor[P]())
+	if err != nil {
+		panic(err.Error())
+	}
+	m := &Mutation[P, B, R]{c: c, name: name, method: method, header: ep.Header.Clone(), binding: b}
+	if !b.Absolute() {
+		if c.cfg.baseURL == nil {
+			panic(fmt.Sprintf("qcache: endpoint %q is relative and the client has no WithBaseURL", ep.URL))
+		}
+		m.base = strings.TrimSuffix(c.cfg.baseURL.String(), "/")
+	}
+	for _, o := range opts {
+		o(&m.cfg)
+	}
+	for _, h := range m.cfg.hooks {
+		m.addHook(h)
+	}
+	switch {
+	case m.cfg.scope != "":
+		m.queued, m.scope = true, m.cfg.scope
+	case m.cfg.serial:
+		m.queued, m.scope = true, m
+	}
+	return m
+}
+
+// addHook checks h against the mutation's types and installs it.
+func (m *Mutation[P, B, R]) addHook(h mutationHook) {
+	ok := false
+	var want any
+	switch h.kind {
+	case "OnMutate":
+		var f func(context.Context, P, B) (func(), error)
+		f, ok = h.fn.(func(context.Context, P, B) (func(), error))
+		want = f
+		if ok {
+			m.onMutate = append(m.onMutate, f)
+		}
+	case "OnSuccess":
+		var f func(context.Context, R, P, B)
+		f, ok = h.fn.(func(context.Context, R, P, B))
+		want = f
+		if ok {
+			m.onSuccess = append(m.onSuccess, f)
+		}
+	case "OnError":
+		var f func(context.Context, error, P, B)
+		f, ok = h.fn.(func(context.Context, error, P, B))
+		want = f
+		if ok {
+			m.onError = append(m.onError, f)
+		}
+	case "OnSettled":
+		var f func(context.Context, R, error, P, B)
+		f, ok = h.fn.(func(context.Context, R, error, P, B))
+		want = f
+		if ok {
+			m.onSettled = append(m.onSettled, f)
+		}
+	}
+	if !ok {
+		panic(fmt.Sprintf("qcache: NewMutation %s: %s takes %T; this mutation needs %T",
+			m.name, h.kind, h.fn, want))
+	}
+}
+
+// OnMutate adds a hook that runs before the request, once the call has its
+// turn (see Serial), typically to update cached data optimistically with
+// OptimisticUpdate, Query.Update or Query.SetData. The rollback it returns
+// (nil for none) runs when the mutation fails, before the OnError hooks;
+// the rollbacks of several OnMutate hooks run in reverse order. An error
+// from the hook fails the mutation without sending it; the rollbacks of the
+// hooks that ran, including one returned with the error, still run.
+//
+// P and B must be the mutation's types, or NewMutation panics naming both;
+// with a function literal Go infers them.
+func OnMutate[P comparable, B any](f func(ctx context.Context, p P, body B) (rollback func(), err error)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("OnMutate", f, f == nil) }
+}
+
+// OnSuccess adds a hook that runs after a successful request, with its
+// decoded result, before the Invalidates filters are invalidated.
+//
+// P, B and R must be the mutation's types, or NewMutation panics naming
+// both.
+func OnSuccess[P comparable, B, R any](f func(ctx context.Context, r R, p P, body B)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("OnSuccess", f, f == nil) }
+}
+
+// OnError adds a hook that runs after a failed mutation (the request or an
+// OnMutate hook failed, or the context ended or the client closed during
+// the call), once the rollbacks have run and before the Invalidates filters
+// are invalidated. err is what Do returns.
+//
+// P and B must be the mutation's types, or NewMutation panics naming both.
+func OnError[P comparable, B any](f func(ctx context.Context, err error, p P, body B)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("OnError", f, f == nil) }
+}
+
+// OnSettled adds a hook that runs last, after success or failure, once the
+// Invalidates filters were invalidated and the refetches they started have
+// settled (or ctx ended). r is the zero R when err is not nil; err is what
+// Do returns.
+//
+// P, B and R must be the mutation's types, or NewMutation panics naming
+// both.
+func OnSettled[P comparable, B, R any](f func(ctx context.Context, r R, err error, p P, body B)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("OnSettled", f, f == nil) }
+}
+
+// Key returns the key of p: the bound path split on "/", then the query
+// segment, as Query.Key builds it for the same template (without a
+// KeyPrefix). It is the key Serial queues calls by, and matches the key of a
+// query on the same URL: Filter{Key: m.Key(p)} selects that query's entry.
+// For a p that cannot be bound it returns the key as far as it can be built.
+func (m *Mutation[P, B, R]) Key(p P) Key {
+	_, _, k, _ := m.binding.Bind(p)
+	return Key(k)
+}
+
+// Do runs the mutation: it waits for its turn when Serial or MutationScope
+// queues it, runs the OnMutate hooks, sends body as JSON to the URL bound by
+// p and decodes the answer into R. On success the OnSuccess hooks run; on
+// failure the rollbacks of the OnMutate hooks run, then the OnError hooks.
+// Then the Invalidates filters are invalidated (after a failure too) and Do
+// waits for the refetches that starts; then the OnSettled hooks run, and Do
+// returns. Hooks run on the calling goroutine with ctx.
+//
+// Errors are those of a query: *HTTPError for an answer outside 2xx,
+// *DecodeError for a body that does not decode or validate, and an error
+// wrapping ctx's for a call whose ctx ends. A failed request is not retried
+// unless MutationRetry says so. While the client is offline (SetOnline) the
+// request waits, after the OnMutate hooks, until it is back online or ctx
+// ends. Client.Close cancels the request, and Do returns ErrClosed.
+//
+// Do returns at once, running no hook, with ErrClosed after Client.Close,
+// with ctx's error when ctx has already ended, and with an error when p
+// cannot be bound or body cannot be encoded. When ctx ends while the
+// refetches of a successful mutation are still running, Do still returns
+// the result and no error: the write happened, and a caller that took an
+// error for a failure might send it again.
+func (m *Mutation[P, B, R]) Do(ctx context.Context, p P, body B) (R, error) {
+	var zero R
+	c := m.c
+	if c.closed.Load() {
+		return zero, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return zero, fmt.Errorf("qcache: %s: %w", m.name, context.Cause(ctx))
+	}
+	path, query, key, err := m.binding.Bind(p)
+	if err != nil {
+		return zero, fmt.Errorf("qcache: %s: %w", m.name, err)
+	}
+	payload, err := json.Marshal(body)
+	if err != nil {
+		return zero, fmt.Errorf("qcache: %s: encode body: %w", m.name, err)
+	}
+	u := m.base + path
+	if query != "" {
+		u += "?" + query
+	}
+	if m.queued {
+		release, err := m.turn(ctx, key)
+		if err != nil {
+			return zero, err
+		}
+		defer release()
+	}
+
+	// From here on the mutation has started: every path ends in the
+	// settling below.
+	var rollbacks []func()
+	for _, h := range m.onMutate {
+		rb, herr := h(ctx, p, body)
+		if rb != nil {
+			rollbacks = append(rollbacks, rb)
+		}
+		if herr != nil {
+			err = fmt.Errorf("qcache: %s: OnMutate: %w", m.name, herr)
+			break
+		}
+	}
+	var r R
+	if err == nil {
+		r, err = m.send(ctx, u, payload)
+	}
+	if err == nil {
+		for _, h := range m.onSuccess {
+			h(ctx, r, p, body)
+		}
+	} else {
+		r = zero
+		for i := len(rollbacks) - 1; i >= 0; i-- {
+			rollbacks[i]()
+		}
+		for _, h := range m.onError {
+			h(ctx, err, p, body)
+		}
+	}
+	m.invalidate(ctx)
+	for _, h := range m.onSettled {
+		h(ctx, r, err, p, body)
+	}
+	return r, err
+}
+
+// send makes the request, with its retries; Client.Close cancels it.
+func (m *Mutation[P, B, R]) send(ctx context.Context, u string, payload []byte) (R, error) {
+	var zero R
+	c := m.c
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(c.ctx, func() { cancel(ErrClosed) })
+	defer stop()
+	closed := func() bool { return errors.Is(context.Cause(rctx), ErrClosed) }
+
+	for failures := 0; ; {
+		if !c.online.Load() {
+			select {
+			case <-c.onlineWait():
+			case <-rctx.Done():
+				if closed() {
+					return zero, ErrClosed
+				}
+				return zero, fmt.Errorf("qcache: %s: waiting to be online: %w", m.name, context.Cause(rctx))
+			}
+		}
+		r, err := doJSON[R](rctx, c, m.method, u, m.header, payload, true)
+		if err == nil {
+			return r, nil
+		}
+		if rctx.Err() != nil {
+			if closed() {
+				return zero, ErrClosed
+			}
+			return zero, err
+		}
+		failures++
+		if failures > m.cfg.retry || !retryable(err) {
+			return zero, err
+		}
+		c.retries.Add(1)
+		delay := m.retryDelay(failures-1, err)
+		c.cfg.logger.Debug("qcache: retrying mutation", "mutation", m.name, "attempt", failures+1, "delay", delay, "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-rctx.Done():
+			t.Stop()
+			if closed() {
+				return zero, ErrClosed
+			}
+			return zero, fmt.Errorf("qcache: %s: waiting to retry: %w (last error: %w)", m.name, context.Cause(rctx), err)
+		}
+	}
+}
+
+// retryDelay is the wait before retry n (0 for the first), as for queries.
+func (m *Mutation[P, B, R]) retryDelay(n int, err error) time.Duration {
+	var he *HTTPError
+	if errors.As(err, &he) {
+		if d, ok := backoff.RetryAfter(he.Header, time.Now()); ok {
+			return d
+		}
+	}
+	if m.cfg.retryDelay != nil {
+		return max(m.cfg.retryDelay(n, err), 0)
+	}
+	return backoff.Exponential(n, time.Second, 30*time.Second)
+}
+
+// invalidate invalidates the Invalidates filters, each matching entry once,
+// and waits for the refetches that starts until they settle or ctx ends.
+func (m *Mutation[P, B, R]) invalidate(ctx context.Context) {
+	if len(m.cfg.invalidates) == 0 || m.c.closed.Load() {
+		return
+	}
+	seen := map[anyEntry]bool{}
+	var waits []func(context.Context) error
+	for _, f := range m.cfg.invalidates {
+		for _, e := range m.c.matching(f) {
+			if seen[e] {
+				continue
+			}
+			seen[e] = true
+			if w := e.invalidate(f.Refetch); w != nil {
+				waits = append(waits, w)
+			}
+		}
+	}
+	_ = waitAll(ctx, waits)
+}
+
+// ---------- optimistic updates ----------
+
+// OptimisticUpdate replaces p's data with f(old, ok), as Query.Update does,
+// and returns a rollback that puts back the data as it was: the old data, or
+// no data when there was none (the entry is removed then, as by
+// Query.Remove). The rollback does nothing when p's data was written again
+// since (by a fetch, SetData, a WebSocket push, another update), so it never
+// overwrites newer data; nor does it when the client is closed. It is meant
+// for OnMutate:
+//
+//	qcache.OnMutate(func(ctx context.Context, id int, t Todo) (func(), error) {
+//		return qcache.OptimisticUpdate(todo, id, func(Todo, bool) Todo { return t }), nil
+//	})
+func OptimisticUpdate[P comparable, T any](q *Query[P, T], p P, f func(old T, ok bool) T) (rollback func()) {
+	for {
+		e, err := q.lockedEntry(p)
+		if err != nil {
+			return func() {}
+		}
+		old, had, ver := e.st.Data, e.st.HasData, e.dataVer
+		e.mu.Unlock()
+		v := f(old, had)
+		e.mu.Lock()
+		if e.removed || e.dataVer != ver {
+			e.mu.Unlock()
+			continue
+		}
+		e.setDataLocked(v)
+		mine := e.dataVer
+		e.mu.Unlock()
+		var once sync.Once
+		return func() {
+			once.Do(func() {
+				e.mu.Lock()
+				if e.removed || e.dataVer != mine || q.c.closed.Load() {
+					e.mu.Unlock()
+					return
+				}
+				if had {
+					e.setDataLocked(old)
+					e.mu.Unlock()
+					return
+				}
+				e.mu.Unlock()
+				e.remove()
+			})
+		}
+	}
+}
+
+// ---------- serialised calls ----------
+
+// mutationQueues holds one FIFO queue per (client, scope, key) while a call
+// holds or waits for it; an idle queue is dropped.
+var mutationQueues = struct {
+	mu sync.Mutex
+	m  map[queueID]*mutationQueue
+}{m: map[queueID]*mutationQueue{}}
+
+type queueID struct {
+	c     *Client
+	scope any    // scope name, or the mutation for Serial alone
+	key   string // "" when the scope is not per key
+}
+
+type mutationQueue struct {
+	calls   int             // the holder and the waiters
+	waiting []chan struct{} // in call order; closed when the turn is given
+}
+
+// turn waits until the call is first in its queue, and returns the function
+// that hands the turn on. It fails when ctx ends or the client closes first.
+func (m *Mutation[P, B, R]) turn(ctx context.Context, key []string) (release func(), err error) {
+	id := queueID{c: m.c, scope: m.scope}
+	if m.cfg.serial {
+		id.key = strings.Join(key, "\x00")
+	}
+	qs := &mutationQueues
+	release = func() {
+		qs.mu.Lock()
+		defer qs.mu.Unlock()
+		q := qs.m[id]
+		q.calls--
+		if len(q.waiting) > 0 {
+			close(q.waiting[0])
+			q.waiting = q.waiting[1:]
+		}
+		if q.calls == 0 {
+			delete(qs.m, id)
+		}
+	}
+
+	qs.mu.Lock()
+	q := qs.m[id]
+	if q == nil {
+		q = &mutationQueue{}
+		qs.m[id] = q
+	}
+	q.calls++
+	if q.calls == 1 {
+		qs.mu.Unlock()
+		return release, nil
+	}
+	ch := make(chan struct{})
+	q.waiting = append(q.waiting, ch)
+	qs.mu.Unlock()
+
+	var cause error
+	select {
+	case <-ch:
+		return release, nil
+	case <-ctx.Done():
+		cause = fmt.Errorf("qcache: %s: waiting for its turn: %w", m.name, context.Cause(ctx))
+	case <-m.c.ctx.Done():
+		cause = ErrClosed
+	}
+	qs.mu.Lock()
+	for i, w := range q.waiting {
+		if w == ch {
+			q.waiting = append(q.waiting[:i:i], q.waiting[i+1:]...)
+			q.calls--
+			qs.mu.Unlock()
+			return nil, cause
+		}
+	}
+	qs.mu.Unlock()
+	release() // the turn came meanwhile: hand it on
+	return nil, cause
+}
