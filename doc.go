@@ -71,7 +71,11 @@
 //
 // # Differences from TanStack Query
 //
-// Explicit refetches do not cancel the fetch in flight (TanStack cancels and
+// Polling counts each interval from the entry's last state change, so with
+// RefetchInterval(5s) and a fetch that takes 1 s, fetches start 6 s apart
+// (TanStack's setInterval would start them 5 s apart, and stack them when
+// the upstream is slower than the interval). Explicit refetches do not
+// cancel the fetch in flight (TanStack cancels and
 // restarts, which can starve under a stream of invalidations); SetData is
 // never overwritten by an older fetch (TanStack asks for cancelQueries
 // first); the interval function is asked again when data turns stale, not

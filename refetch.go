@@ -19,20 +19,31 @@ type Observer[T any] struct {
 	isOn  atomic.Bool // Enabled, read under the entry's lock
 	fixed *State[T]   // the state of an observer that could not start
 
-	mu       sync.Mutex // guards cfg, intervalFn, ch sends and chClosed
+	mu       sync.Mutex // guards cfg, interval, ch sends and chClosed
 	cfg      useConfig
 	interval func(State[T]) time.Duration
 	ch       chan State[T]
 	chClosed bool
 
-	wake      chan struct{} // state or options changed
-	focus     chan struct{}
-	reconnect chan struct{}
-	remount   chan struct{} // enabled turned on
-	quit      chan struct{}
-	quitOnce  sync.Once
-	done      chan struct{}
+	// The goroutine sleeps on wake; what woke it is in events. One channel
+	// and a timer without one keep an idle observer small.
+	events atomic.Uint32
+	wake   chan struct{}
+	timer  *time.Timer // fires the interval tick; created on first use
+	steps  chan bool   // results of the goroutine's steps
+	ended  atomic.Bool
+	wg     sync.WaitGroup
 }
+
+// Observer events, bits of Observer.events.
+const (
+	evChange    = 1 << iota // the entry's state or the options changed
+	evTick                  // the interval timer fired
+	evFocus                 // the client regained focus
+	evReconnect             // the client came back online
+	evRemount               // Enabled turned on
+	evQuit                  // Close or Client.Close
+)
 
 // observed is what an observer knows of its entry, whatever the entry's P.
 type observed[T any] interface {
@@ -55,15 +66,14 @@ func (q *Query[P, T]) Use(ctx context.Context, p P, opts ...UseOption) *Observer
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	o := &Observer[T]{
 		c: q.c, ctx: ctx,
-		ch:        make(chan State[T], 1),
-		wake:      make(chan struct{}, 1),
-		focus:     make(chan struct{}, 1),
-		reconnect: make(chan struct{}, 1),
-		remount:   make(chan struct{}, 1),
-		quit:      make(chan struct{}),
-		done:      make(chan struct{}),
+		ch:    make(chan State[T], 1),
+		wake:  make(chan struct{}, 1),
+		steps: make(chan bool),
 	}
 	o.setConfig(cfg)
 	e, err := q.lockedEntry(p)
@@ -81,9 +91,10 @@ func (q *Query[P, T]) Use(ctx context.Context, p P, opts ...UseOption) *Observer
 	e.stopGCLocked()
 	o.deliver(e.stateLocked(), false)
 	e.mu.Unlock()
+	o.wg.Add(1)
 	if !q.c.goroutine(o.run) {
 		o.cleanup()
-		close(o.done)
+		o.wg.Done()
 	}
 	return o
 }
@@ -93,7 +104,7 @@ func (o *Observer[T]) endEarly(s State[T]) {
 	o.ch <- s
 	close(o.ch)
 	o.chClosed = true
-	close(o.done)
+	o.ended.Store(true)
 }
 
 // setConfig installs cfg; it panics on an interval function of another type.
@@ -139,10 +150,8 @@ func (o *Observer[T]) Refetch(ctx context.Context) (State[T], error) {
 	if o.fixed != nil {
 		return *o.fixed, o.fixed.Err
 	}
-	select {
-	case <-o.done:
+	if o.ended.Load() {
 		return o.State(), fmt.Errorf("qcache: refetch of an ended observer: %w", ErrClosed)
-	default:
 	}
 	_, err := o.e.explicitFetch(ctx)
 	return o.State(), err
@@ -160,26 +169,29 @@ func (o *Observer[T]) SetOptions(opts ...UseOption) {
 		opt(&cfg)
 	}
 	o.setConfig(cfg)
+	ev := uint32(evChange)
 	if !wasOn && cfg.enabled {
-		signal(o.remount)
+		ev |= evRemount
 	}
-	signal(o.wake)
+	o.signal(ev)
 }
 
 // Close ends the observer and waits for its goroutine to return; Changes is
 // closed by then. Close may be called more than once.
 func (o *Observer[T]) Close() {
-	o.quitOnce.Do(func() { close(o.quit) })
-	<-o.done
+	o.signal(evQuit)
+	o.wg.Wait()
 }
 
-func (o *Observer[T]) focusGained()  { signal(o.focus) }
-func (o *Observer[T]) reconnected()  { signal(o.reconnect) }
-func (o *Observer[T]) clientClosed() { o.quitOnce.Do(func() { close(o.quit) }) }
+func (o *Observer[T]) focusGained()  { o.signal(evFocus) }
+func (o *Observer[T]) reconnected()  { o.signal(evReconnect) }
+func (o *Observer[T]) clientClosed() { o.signal(evQuit) }
 
-func signal(ch chan struct{}) {
+// signal records ev and wakes the goroutine; it never blocks.
+func (o *Observer[T]) signal(ev uint32) {
+	o.events.Or(ev)
 	select {
-	case ch <- struct{}{}:
+	case o.wake <- struct{}{}:
 	default:
 	}
 }
@@ -197,84 +209,135 @@ func (o *Observer[T]) deliver(s State[T], _ bool) {
 		o.ch <- s
 	}
 	o.mu.Unlock()
-	signal(o.wake)
+	o.signal(evChange)
 }
 
 func shouldFetch[T any](t Trigger, s State[T]) bool {
 	return t == Always || (t == WhenStale && s.IsStale)
 }
 
-// run is the observer's goroutine: it waits for the next interval tick, a
-// state or option change, focus, reconnect or the end, and fetches as the
-// options say. Ticks fire the interval after the latest of the entry's last
-// state change, the last tick, and the moment polling was switched on (by
-// options or by the interval function), so a slow fetch never stacks ticks
-// and observers of one entry share one fetch per interval.
+// poller is the interval state of an observer's goroutine.
+type poller struct {
+	lastTick time.Time     // when the last tick fired (or polling was switched on)
+	prev     time.Duration // the interval in force
+	base     time.Time     // what the armed tick counts from
+	deadline time.Time     // when the armed tick is due; zero when none
+}
+
+// run is the observer's goroutine: it sleeps until an event (a state or
+// option change, the interval tick, focus, reconnect, the end) and fetches
+// as the options say. Ticks fire the interval after the latest of the
+// entry's last state change, the last tick, and the moment polling was
+// switched on (by options or by the interval function), so a slow fetch
+// never stacks ticks and observers of one entry share one fetch per
+// interval.
+//
+// The goroutine itself only waits: each step (mount, events, re-arming the
+// timer) runs on a short-lived goroutine while it waits for the result.
+// Starting a fetch takes a deep stack, and a stack that grew once stays
+// grown (the runtime shrinks only stacks that are mostly unused), so this
+// keeps an idle observer at the minimum stack size.
 func (o *Observer[T]) run() {
-	defer close(o.done)
+	defer o.wg.Done()
 	defer o.cleanup()
-	ctx := o.ctx
-	if ctx == nil {
-		ctx = context.Background()
+	var p poller
+	if !o.step(&p, evRemount) { // the mount fetch
+		return
 	}
-	o.mountFetch()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	var lastTick time.Time
-	var prev time.Duration
+	done := o.ctx.Done()
 	for {
-		s, lastChange := o.e.observedState()
-		o.mu.Lock()
-		cfg, f := o.cfg, o.interval
-		o.mu.Unlock()
-		d := cfg.interval
-		if f != nil {
-			d = f(s)
-		}
-		if !cfg.enabled {
-			d = 0
-		}
-		if prev == 0 && d > 0 {
-			// Polling (re)starts now: the first tick is one interval away.
-			lastTick = time.Now()
-		}
-		prev = d
-		var tick <-chan time.Time
-		base := lastChange
-		if d > 0 {
-			if lastTick.After(base) {
-				base = lastTick
-			}
-			timer.Reset(max(time.Until(base.Add(d)), 0))
-			tick = timer.C
-		} else {
-			timer.Stop()
-		}
 		select {
-		case <-o.quit:
-			return
-		case <-ctx.Done():
-			return
 		case <-o.wake:
-		case <-tick:
-			if _, changed := o.e.observedState(); changed.After(base) {
-				// Another observer's tick (or anything else) changed the
-				// entry meanwhile: count the interval from that change.
-				continue
-			}
-			lastTick = time.Now()
+		case <-done:
+			return
+		}
+		if !o.step(&p, o.events.Swap(0)) {
+			return
+		}
+	}
+}
+
+// step handles ev and re-arms the timer on a goroutine of its own, and
+// reports false when the observer must end.
+func (o *Observer[T]) step(p *poller, ev uint32) bool {
+	go func() {
+		ok := o.handle(p, ev)
+		if ok {
+			o.arm(p)
+		}
+		o.steps <- ok
+	}()
+	return <-o.steps
+}
+
+// arm computes when the next tick is due and sets the timer for it.
+func (o *Observer[T]) arm(p *poller) {
+	s, lastChange := o.e.observedState()
+	o.mu.Lock()
+	cfg, f := o.cfg, o.interval
+	o.mu.Unlock()
+	d := cfg.interval
+	if f != nil {
+		d = f(s)
+	}
+	if !cfg.enabled {
+		d = 0
+	}
+	if p.prev == 0 && d > 0 {
+		// Polling (re)starts now: the first tick is one interval away.
+		p.lastTick = time.Now()
+	}
+	p.prev = d
+	if d == 0 {
+		p.deadline = time.Time{}
+		if o.timer != nil {
+			o.timer.Stop()
+		}
+		return
+	}
+	p.base = lastChange
+	if p.lastTick.After(p.base) {
+		p.base = p.lastTick
+	}
+	p.deadline = p.base.Add(d)
+	wait := max(time.Until(p.deadline), 0)
+	if o.timer == nil {
+		o.timer = time.AfterFunc(wait, func() { o.signal(evTick) })
+	} else {
+		o.timer.Reset(wait)
+	}
+}
+
+// handle acts on the events that woke the goroutine; it reports false when
+// the observer must end.
+func (o *Observer[T]) handle(p *poller, ev uint32) bool {
+	if ev&evQuit != 0 {
+		return false
+	}
+	o.mu.Lock()
+	cfg := o.cfg
+	o.mu.Unlock()
+	if ev&evTick != 0 && !p.deadline.IsZero() && !time.Now().Before(p.deadline) {
+		_, changed := o.e.observedState()
+		// When another observer's tick (or anything else) changed the entry
+		// meanwhile, the interval counts from that change instead.
+		if !changed.After(p.base) {
+			p.lastTick = time.Now()
 			if o.enabled() && (cfg.background || o.c.focused.Load()) {
 				o.e.autoFetch()
 			}
-		case <-o.focus:
-			o.eventFetch(cfg.onFocus)
-		case <-o.reconnect:
-			o.eventFetch(cfg.onReconnect)
-		case <-o.remount:
-			o.mountFetch()
 		}
 	}
+	if ev&evFocus != 0 {
+		o.eventFetch(cfg.onFocus)
+	}
+	if ev&evReconnect != 0 {
+		o.eventFetch(cfg.onReconnect)
+	}
+	if ev&evRemount != 0 {
+		o.mountFetch()
+	}
+	return true
 }
 
 func (o *Observer[T]) mountFetch() {
@@ -294,8 +357,13 @@ func (o *Observer[T]) eventFetch(t Trigger) {
 }
 
 // cleanup detaches the observer from its entry (starting the entry's gc
-// clock when it was the last) and the client, and closes Changes.
+// clock when it was the last) and the client, stops its timer and closes
+// Changes.
 func (o *Observer[T]) cleanup() {
+	o.ended.Store(true)
+	if o.timer != nil {
+		o.timer.Stop()
+	}
 	o.e.detach(o)
 	o.c.removeObserver(o)
 	o.mu.Lock()
