@@ -26,7 +26,10 @@ type anyEntry interface {
 	// refetch starts an explicit refetch and returns its wait.
 	refetch() (wait func(context.Context) error)
 	cancelFetch()
+	abortFetch(cause error) // as cancelFetch, with waiters getting cause
 	remove()
+	// setJSON sets data received from a Bus (bus.go).
+	setJSON(data []byte) error
 }
 
 // entry is the cache entry of one (query, P): its state, the one fetch in
@@ -211,7 +214,7 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 	c := e.q.c
 	e.seq++
 	op.startSeq = e.seq
-	op.ctx, op.cancel = context.WithCancelCause(c.ctx)
+	op.ctx, op.cancel = context.WithCancelCause(context.Background()) // Client.Close cancels it through abortFetch
 	op.prevFail = e.st.FailureCount
 	e.inflight = op
 	e.stopGCLocked()
@@ -413,15 +416,19 @@ func (e *entry[P, T]) leave(op *fetchOp[T]) {
 }
 
 // cancelLocked stops the fetch in flight and drops the follow-up; their
-// waiters get an error wrapping context.Canceled.
-func (e *entry[P, T]) cancelLocked() {
+// waiters get an error wrapping cause (context.Canceled, or ErrClosed).
+func (e *entry[P, T]) cancelLocked(cause error) {
 	if f := e.followUp; f != nil {
 		e.followUp = nil
-		f.err = fmt.Errorf("qcache: fetch %s: %w", e.key, context.Canceled)
+		if cause == ErrClosed {
+			f.err = ErrClosed
+		} else {
+			f.err = fmt.Errorf("qcache: fetch %s: %w", e.key, cause)
+		}
 		close(f.done)
 	}
 	if op := e.inflight; op != nil {
-		op.cancel(context.Canceled)
+		op.cancel(cause)
 	}
 }
 
@@ -512,10 +519,12 @@ func (e *entry[P, T]) waitFunc(op *fetchOp[T]) func(context.Context) error {
 	}
 }
 
-func (e *entry[P, T]) cancelFetch() {
+func (e *entry[P, T]) cancelFetch() { e.abortFetch(context.Canceled) }
+
+func (e *entry[P, T]) abortFetch(cause error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.cancelLocked()
+	e.cancelLocked(cause)
 }
 
 // remove drops the entry. An entry with observers is reset in place instead:

@@ -35,6 +35,8 @@ type Client struct {
 	misses, fetches    atomic.Uint64
 	fetchErrors, dedup atomic.Uint64
 	retries, evictions atomic.Uint64
+
+	bus *busLink // WithBus; nil without
 }
 
 // observerHandle is what the client knows of an observer: the events it
@@ -51,7 +53,8 @@ type anyQuery interface {
 	staticPrefix() Key // every key of the query starts with it
 }
 
-// NewClient returns a client configured by opts. It starts no goroutine.
+// NewClient returns a client configured by opts. It starts no goroutine,
+// except the two of WithBus.
 func NewClient(opts ...ClientOption) *Client {
 	cfg := defaultClientConfig()
 	for _, o := range opts {
@@ -62,6 +65,7 @@ func NewClient(opts ...ClientOption) *Client {
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.focused.Store(true)
 	c.online.Store(true)
+	c.startBus()
 	return c
 }
 
@@ -86,6 +90,12 @@ func (c *Client) Close() error {
 	c.cancel(ErrClosed)
 	for _, o := range obs {
 		o.clientClosed()
+	}
+	// Fetches have contexts of their own (deriving thousands of them from
+	// one parent would make its lock a point of contention): end them here.
+	// A fetch cannot start any more: c.goroutine refuses once closed.
+	for _, q := range queries {
+		q.eachEntry(func(e anyEntry) bool { e.abortFetch(ErrClosed); return true })
 	}
 	c.wg.Wait()
 	for _, q := range queries {
