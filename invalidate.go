@@ -101,6 +101,7 @@ func (c *Client) Invalidate(ctx context.Context, f Filter) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
+	c.publishFilter(EventInvalidate, f)
 	var waits []func(context.Context) error
 	for _, e := range c.matching(f) {
 		if w := e.invalidate(f.Refetch); w != nil {
@@ -154,6 +155,7 @@ func (c *Client) Cancel(f Filter) {
 // Remove drops every entry f selects. Entries that have observers are reset
 // instead (data dropped) and refetched for them.
 func (c *Client) Remove(f Filter) {
+	c.publishFilter(EventRemove, f)
 	for _, e := range c.matching(f) {
 		e.remove()
 	}
@@ -213,6 +215,7 @@ func (q *Query[P, T]) Invalidate(ctx context.Context, p P) error {
 	if q.c.closed.Load() {
 		return ErrClosed
 	}
+	q.publishKey(EventInvalidate, p)
 	e := q.lookup(p)
 	if e == nil {
 		return nil
@@ -229,6 +232,7 @@ func (q *Query[P, T]) InvalidateAll(ctx context.Context) error {
 	if q.c.closed.Load() {
 		return ErrClosed
 	}
+	q.publishAll()
 	var waits []func(context.Context) error
 	q.eachEntry(func(e anyEntry) bool {
 		if w := e.invalidate(RefetchActive); w != nil {

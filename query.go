@@ -338,6 +338,7 @@ func (q *Query[P, T]) SetData(p P, v T) {
 	}
 	e.setDataLocked(v)
 	e.mu.Unlock()
+	q.publishSetData(e.key, v)
 }
 
 func (e *entry[P, T]) setDataLocked(v T) {
@@ -371,6 +372,7 @@ func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
 		if !e.removed && e.dataVer == ver {
 			e.setDataLocked(v)
 			e.mu.Unlock()
+			q.publishSetData(e.key, v)
 			return
 		}
 		e.mu.Unlock()
@@ -380,6 +382,7 @@ func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
 // Remove drops p's entry from the cache. An entry that has observers is
 // reset instead (data dropped, state pending) and refetched for them.
 func (q *Query[P, T]) Remove(p P) {
+	q.publishKey(EventRemove, p)
 	if e := q.lookup(p); e != nil {
 		e.remove()
 	}
