@@ -67,7 +67,28 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 		}
 	}
 	where := safeURL(u)
-	resp, err := c.cfg.httpClient.Do(req)
+	// A redirect to another origin must not carry the headers set above
+	// (WithHeader, Endpoint.Header, request editors): net/http drops only
+	// Authorization and cookies there.
+	hc := *c.cfg.httpClient
+	check := hc.CheckRedirect
+	hc.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		if from := via[0].URL; r.URL.Scheme != from.Scheme || r.URL.Host != from.Host {
+			for k := range r.Header {
+				if k != "Accept" && k != "Content-Type" && k != "Referer" {
+					delete(r.Header, k)
+				}
+			}
+		}
+		if check != nil {
+			return check(r, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
