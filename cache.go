@@ -44,6 +44,7 @@ type entry[P comparable, T any] struct {
 	fresh   atomic.Bool              // data present, not invalidated, younger than StaleTime
 	snap    atomic.Pointer[State[T]] // the state as last published (IsStale not set)
 	lastUse atomic.Uint64            // client.useClock when last used, for LRU eviction
+	gone    atomic.Bool              // removed: lookups skip it
 
 	mu         sync.Mutex
 	st         State[T]
@@ -553,7 +554,8 @@ func (e *entry[P, T]) removeLocked() {
 	e.removed = true
 	e.markStaleLocked()
 	e.stopGCLocked()
-	if e.q.entries.CompareAndDelete(e.p, e) {
+	e.gone.Store(true)
+	if e.q.entries.compareAndDelete(e.p, e) {
 		e.q.c.entries.Add(-1)
 	}
 }

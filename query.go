@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/qcache-go/qcache/internal/endpoint"
@@ -28,8 +27,8 @@ type Query[P comparable, T any] struct {
 	name    string
 	fetchFn func(ctx context.Context, p P) (T, error)
 	keyFn   func(p P) (Key, error)
-	static  Key      // the segments every key of the query starts with
-	entries sync.Map // P → *entry[P, T]
+	static  Key // the segments every key of the query starts with
+	entries entryMap[P, T]
 }
 
 func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *Query[P, T] {
@@ -184,15 +183,12 @@ func (q *Query[P, T]) attempt(ctx context.Context, p P) (v T, err error) {
 }
 
 func (q *Query[P, T]) eachEntry(yield func(anyEntry) bool) {
-	q.entries.Range(func(_, v any) bool { return yield(v.(*entry[P, T])) })
+	q.entries.each(func(e *entry[P, T]) bool { return yield(e) })
 }
 
 // lookup returns the entry of p, if any.
 func (q *Query[P, T]) lookup(p P) *entry[P, T] {
-	if v, ok := q.entries.Load(p); ok {
-		return v.(*entry[P, T])
-	}
-	return nil
+	return q.entries.load(p)
 }
 
 // lockedEntry returns the entry of p, created if needed, locked and not
@@ -211,8 +207,8 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 			}
 			ne := newEntry(q, p, key)
 			ne.lastUse.Store(c.useClock.Add(1))
-			v, loaded := q.entries.LoadOrStore(p, ne)
-			e = v.(*entry[P, T])
+			var loaded bool
+			e, loaded = q.entries.loadOrStore(p, ne)
 			if !loaded {
 				c.entries.Add(1)
 				e.mu.Lock()
@@ -238,8 +234,7 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 //
 // A Get of fresh data does not allocate and takes no lock.
 func (q *Query[P, T]) Get(ctx context.Context, p P) (T, error) {
-	if v, ok := q.entries.Load(p); ok {
-		e := v.(*entry[P, T])
+	if e := q.entries.readOnly().m[p]; e != nil {
 		if e.fresh.Load() && !q.c.closed.Load() {
 			q.c.hits.add()
 			e.touch()
