@@ -102,6 +102,13 @@ func (c *Client) Invalidate(ctx context.Context, f Filter) error {
 		return ErrClosed
 	}
 	c.publishFilter(EventInvalidate, f)
+	return c.invalidateLocal(ctx, f)
+}
+
+// invalidateLocal is Invalidate without telling the other replicas: for
+// what only this client missed (a WebSocket reconnect) and for what came
+// from them.
+func (c *Client) invalidateLocal(ctx context.Context, f Filter) error {
 	var waits []func(context.Context) error
 	for _, e := range c.matching(f) {
 		if w := e.invalidate(f.Refetch); w != nil {

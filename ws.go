@@ -426,7 +426,8 @@ func (s *WSStream) resync() {
 	go func() {
 		defer s.wg.Done()
 		for {
-			if err := s.c.Invalidate(s.ctx, s.cfg.resync); err != nil {
+			// Only this client missed messages: the other replicas are not told.
+			if err := s.c.invalidateLocal(s.ctx, s.cfg.resync); err != nil {
 				s.c.cfg.logger.Debug("qcache: websocket resync", "url", s.url, "err", err)
 			}
 			s.mu.Lock()
