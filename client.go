@@ -23,7 +23,8 @@ type Client struct {
 	queries   []anyQuery
 	observers map[observerHandle]struct{}
 	onlineCh  chan struct{} // closed while online
-	evicting  bool
+
+	evictMu sync.Mutex // one eviction at a time; inserters past the bound wait for it
 
 	focused atomic.Bool
 	online  atomic.Bool
@@ -267,25 +268,19 @@ func (s *stripedCounter) load() uint64 {
 // evict removes unobserved, idle entries, least recently used first, until
 // the client holds at most 95% of WithMaxEntries (so that eviction is
 // amortised over many inserts). It runs on the goroutine that inserted past
-// the bound; concurrent inserters do not wait for it.
+// the bound; other inserters past the bound wait for it, so that the bound
+// holds under concurrent inserts too.
 func (c *Client) evict() {
 	max := int64(c.cfg.maxEntries)
 	if max <= 0 || c.entries.Load() <= max {
 		return
 	}
-	c.mu.Lock()
-	if c.evicting {
-		c.mu.Unlock()
-		return
+	c.evictMu.Lock()
+	defer c.evictMu.Unlock()
+	if c.entries.Load() <= max {
+		return // another inserter evicted meanwhile
 	}
-	c.evicting = true
-	queries := slices.Clone(c.queries)
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.evicting = false
-		c.mu.Unlock()
-	}()
+	queries := c.queryList()
 
 	target := max - max/20
 	var candidates []anyEntry
