@@ -47,7 +47,6 @@ type entry[P comparable, T any] struct {
 	gone    atomic.Bool              // removed: lookups skip it
 
 	mu         sync.Mutex
-	st         State[T]
 	seq        uint64 // advanced by every fetch start, invalidation, SetData and reset
 	invalidSeq uint64 // seq of the last invalidation
 	setDataSeq uint64 // seq of the last SetData
@@ -106,8 +105,8 @@ func (e *entry[P, T]) setLocked(mut func(*State[T]), fresh int) {
 	if fresh == makeStale {
 		e.markStaleLocked()
 	}
-	mut(&e.st)
-	s := e.st
+	s := *e.snap.Load()
+	mut(&s)
 	e.snap.Store(&s)
 	if fresh == makeFresh {
 		e.markFreshLocked()
@@ -118,7 +117,7 @@ func (e *entry[P, T]) setLocked(mut func(*State[T]), fresh int) {
 
 // stateLocked returns the state with IsStale filled in.
 func (e *entry[P, T]) stateLocked() State[T] {
-	s := e.st
+	s := *e.snap.Load()
 	s.IsStale = !e.fresh.Load()
 	return s
 }
@@ -140,7 +139,7 @@ func (e *entry[P, T]) markFreshLocked() {
 		e.staleTimer = nil
 	}
 	st := e.q.cfg.staleTime
-	if st <= 0 || !e.st.HasData {
+	if st <= 0 || !e.snap.Load().HasData {
 		e.fresh.Store(false)
 		return
 	}
@@ -216,7 +215,7 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 	e.seq++
 	op.startSeq = e.seq
 	op.ctx, op.cancel = context.WithCancelCause(context.Background()) // Client.Close cancels it through abortFetch
-	op.prevFail = e.st.FailureCount
+	op.prevFail = e.snap.Load().FailureCount
 	e.inflight = op
 	e.stopGCLocked()
 	status := Fetching
@@ -282,7 +281,7 @@ func (e *entry[P, T]) waitOnline(op *fetchOp[T]) error {
 		return nil
 	}
 	e.mu.Lock()
-	if e.inflight == op && e.st.FetchStatus != FetchPaused {
+	if e.inflight == op && e.snap.Load().FetchStatus != FetchPaused {
 		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchPaused }, keepFresh)
 	}
 	e.mu.Unlock()
@@ -335,7 +334,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchIdle }, keepFresh)
 	case e.setDataSeq > op.startSeq:
 		// SetData wins over every fetch that started before it.
-		op.data = e.st.Data
+		op.data = e.snap.Load().Data
 		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchIdle }, keepFresh)
 	case err != nil:
 		op.err = e.wrapErr(err)

@@ -374,7 +374,8 @@ func OptimisticUpdate[P comparable, T any](q *Query[P, T], p P, f func(old T, ok
 		if err != nil {
 			return func() {}
 		}
-		old, had, ver := e.st.Data, e.st.HasData, e.dataVer
+		cur := e.snap.Load()
+		old, had, ver := cur.Data, cur.HasData, e.dataVer
 		e.mu.Unlock()
 		v := f(old, had)
 		e.mu.Lock()

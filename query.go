@@ -252,13 +252,13 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 	}
 	c := q.c
 	if e.fresh.Load() {
-		data := e.st.Data
+		data := e.snap.Load().Data
 		e.mu.Unlock()
 		c.hits.add()
 		return data, nil
 	}
-	if q.cfg.swr && e.st.HasData {
-		data := e.st.Data
+	if cur := e.snap.Load(); q.cfg.swr && cur.HasData {
+		data := cur.Data
 		e.joinLocked(true)
 		e.mu.Unlock()
 		c.hits.add()
@@ -360,7 +360,8 @@ func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
 		if err != nil {
 			return
 		}
-		old, ok, ver := e.st.Data, e.st.HasData, e.dataVer
+		cur := e.snap.Load()
+		old, ok, ver := cur.Data, cur.HasData, e.dataVer
 		e.mu.Unlock()
 		v := f(old, ok)
 		e.mu.Lock()
