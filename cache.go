@@ -57,8 +57,8 @@ type entry[P comparable, T any] struct {
 	observers  []*Observer[T]
 	freshGen   uint64
 	staleTimer *time.Timer
-	gcGen      uint64
-	gcTimer    *time.Timer
+	gcAt       time.Time // when gc removes the entry; zero while it is not due
+	gcQueued   int32     // the entry's place in the client's gc queue, guarded by the queue
 	removed    bool
 	lastChange time.Time
 }
@@ -590,32 +590,34 @@ func (e *entry[P, T]) stopTimers() {
 }
 
 func (e *entry[P, T]) stopGCLocked() {
-	e.gcGen++
-	if e.gcTimer != nil {
-		e.gcTimer.Stop()
-		e.gcTimer = nil
+	if !e.gcAt.IsZero() {
+		e.gcAt = time.Time{}
+		e.q.c.gc.unschedule(e)
 	}
 }
 
 // scheduleGCLocked (re)starts the gc clock of an idle entry without
 // observers; it does nothing for an entry that is observed or fetching.
 func (e *entry[P, T]) scheduleGCLocked() {
-	e.stopGCLocked()
-	if !e.evictableLocked() || e.q.c.closed.Load() {
+	if !e.evictableLocked() || e.q.c.closed.Load() || e.q.cfg.gcTime == Forever {
+		e.stopGCLocked()
 		return
 	}
-	gc := e.q.cfg.gcTime
-	if gc == Forever {
-		return
+	e.gcAt = time.Now().Add(e.q.cfg.gcTime)
+	e.q.c.gc.schedule(e, e.gcAt)
+}
+
+func (e *entry[P, T]) gcPos() *int32 { return &e.gcQueued }
+
+// gcDue removes the entry when at is still its gc deadline (it was not
+// rescheduled meanwhile) and it is still idle and unobserved.
+func (e *entry[P, T]) gcDue(at time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.gcAt.Equal(at) && e.evictableLocked() {
+		e.gcAt = time.Time{}
+		e.removeLocked()
 	}
-	gen := e.gcGen
-	e.gcTimer = time.AfterFunc(gc, func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if gen == e.gcGen && e.evictableLocked() {
-			e.removeLocked()
-		}
-	})
 }
 
 // retryDelay is the wait before retry n (0 for the first): Retry-After when

@@ -29,6 +29,7 @@ type Client struct {
 	focused atomic.Bool
 	online  atomic.Bool
 
+	gc       gcQueue
 	entries  atomic.Int64
 	useClock atomic.Uint64 // advanced on every miss; entries remember it when used, for LRU eviction
 
@@ -102,6 +103,7 @@ func (c *Client) Close() error {
 	for _, q := range queries {
 		q.eachEntry(func(e anyEntry) bool { e.stopTimers(); return true })
 	}
+	c.gc.stop()
 	return nil
 }
 

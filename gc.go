@@ -1,0 +1,163 @@
+package qcache
+
+import (
+	"sync"
+	"time"
+)
+
+// gcQueue holds the gc deadlines of a client's idle entries in a min-heap
+// served by one timer: a timer per entry would cost more than the rest of
+// an entry's bookkeeping.
+type gcQueue struct {
+	mu    sync.Mutex
+	items []gcItem
+	timer *time.Timer
+	due   time.Time // when the timer fires; zero while it is stopped
+}
+
+type gcItem struct {
+	at time.Time
+	e  gcTarget
+}
+
+// gcTarget is an entry as the gc queue sees it. gcPos is the entry's place in
+// the heap plus one (0: not queued), guarded by the queue's lock.
+type gcTarget interface {
+	gcPos() *int32
+	gcDue(at time.Time)
+}
+
+// schedule queues e for at, or moves it there when it is queued already.
+func (g *gcQueue) schedule(e gcTarget, at time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if pos := *e.gcPos(); pos > 0 {
+		i := int(pos - 1)
+		g.items[i].at = at
+		g.fix(i)
+	} else {
+		g.items = append(g.items, gcItem{at: at, e: e})
+		*e.gcPos() = int32(len(g.items))
+		g.up(len(g.items) - 1)
+	}
+	g.armLocked()
+}
+
+// unschedule takes e out of the queue, if it is there.
+func (g *gcQueue) unschedule(e gcTarget) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	pos := *e.gcPos()
+	if pos == 0 {
+		return
+	}
+	i, last := int(pos-1), len(g.items)-1
+	g.swap(i, last)
+	g.items[last] = gcItem{}
+	g.items = g.items[:last]
+	*e.gcPos() = 0
+	if i < last {
+		g.fix(i)
+	}
+}
+
+// stop stops the timer for good (Client.Close).
+func (g *gcQueue) stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	g.items, g.due = nil, time.Time{}
+}
+
+// armLocked sets the timer for the earliest deadline.
+func (g *gcQueue) armLocked() {
+	if len(g.items) == 0 {
+		return
+	}
+	at := g.items[0].at
+	if !g.due.IsZero() && !at.Before(g.due) {
+		return // fires early enough already
+	}
+	g.due = at
+	d := max(time.Until(at), 0)
+	if g.timer == nil {
+		g.timer = time.AfterFunc(d, g.fire)
+	} else {
+		g.timer.Reset(d)
+	}
+}
+
+// fire takes the entries that are due out of the queue and tells them.
+func (g *gcQueue) fire() {
+	g.mu.Lock()
+	now := time.Now()
+	var due []gcItem
+	for len(g.items) > 0 && !g.items[0].at.After(now) {
+		it := g.items[0]
+		g.unscheduleTopLocked()
+		due = append(due, it)
+	}
+	g.due = time.Time{}
+	g.armLocked()
+	g.mu.Unlock()
+	for _, it := range due {
+		it.e.gcDue(it.at)
+	}
+}
+
+func (g *gcQueue) unscheduleTopLocked() {
+	last := len(g.items) - 1
+	*g.items[0].e.gcPos() = 0
+	g.swap(0, last)
+	g.items[last] = gcItem{}
+	g.items = g.items[:last]
+	if last > 0 {
+		g.down(0)
+	}
+}
+
+func (g *gcQueue) swap(i, j int) {
+	g.items[i], g.items[j] = g.items[j], g.items[i]
+	*g.items[i].e.gcPos() = int32(i + 1)
+	*g.items[j].e.gcPos() = int32(j + 1)
+}
+
+func (g *gcQueue) fix(i int) {
+	if !g.down(i) {
+		g.up(i)
+	}
+}
+
+func (g *gcQueue) up(i int) {
+	for i > 0 {
+		parent := (i - 1) / 2
+		if !g.items[i].at.Before(g.items[parent].at) {
+			return
+		}
+		g.swap(i, parent)
+		i = parent
+	}
+}
+
+// down sifts i down and reports whether it moved.
+func (g *gcQueue) down(i int) bool {
+	start, n := i, len(g.items)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		j := l
+		if r := l + 1; r < n && g.items[r].at.Before(g.items[l].at) {
+			j = r
+		}
+		if !g.items[j].at.Before(g.items[i].at) {
+			break
+		}
+		g.swap(i, j)
+		i = j
+	}
+	return i > start
+}
