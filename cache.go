@@ -223,13 +223,12 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 		status = FetchPaused
 	}
 	e.setLocked(func(s *State[T]) { s.FetchStatus = status; s.FailureCount = 0 }, keepFresh)
+	c.fetches.Add(1)
 	if !c.goroutine(func() { e.run(op) }) {
 		op.cancel(ErrClosed)
 		var zero T
 		e.settleLocked(op, zero, ErrClosed)
-		return
 	}
-	c.fetches.Add(1)
 }
 
 // run is the goroutine of one fetch: attempts, retries with their delays,
@@ -318,6 +317,15 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 	op.cancel(nil)
 	switch {
 	case cancelled:
+		c.fetchCancelled.Add(1)
+	case err != nil:
+		c.fetchErrors.Add(1)
+		c.cfg.logger.Debug("qcache: fetch failed", "key", e.key.String(), "err", err)
+	default:
+		c.fetchSuccesses.Add(1)
+	}
+	switch {
+	case cancelled:
 		// Cancel, Client.Close, or nobody wanted it: back to the state before
 		// the fetch, data kept.
 		if errors.Is(err, ErrClosed) {
@@ -338,8 +346,6 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchIdle }, keepFresh)
 	case err != nil:
 		op.err = e.wrapErr(err)
-		c.fetchErrors.Add(1)
-		c.cfg.logger.Debug("qcache: fetch failed", "key", e.key.String(), "err", err)
 		now := time.Now()
 		e.setLocked(func(s *State[T]) {
 			s.FetchStatus = FetchIdle

@@ -201,6 +201,7 @@ func TestRetriesBackOffExponentially(t *testing.T) {
 		assert.EqualValues(t, 3, st.Retries)
 		assert.EqualValues(t, 1, st.FetchErrors)
 		assert.EqualValues(t, 1, st.Fetches)
+		assert.EqualValues(t, 0, st.FetchSuccesses)
 	})
 }
 
@@ -328,6 +329,8 @@ func TestCallerContextEndsItsOwnWait(t *testing.T) {
 		s := q.State("a")
 		assert.Equal(t, FetchIdle, s.FetchStatus)
 		assert.Equal(t, StatusPending, s.Status, "a cancelled fetch is no error")
+		st := q.c.Stats()
+		assert.Equal(t, Stats{Entries: 1, Misses: 1, Fetches: 1, FetchCancelled: 1}, st)
 	})
 }
 

@@ -36,6 +36,8 @@ type Client struct {
 	hits               stripedCounter
 	misses, fetches    atomic.Uint64
 	fetchErrors, dedup atomic.Uint64
+	fetchSuccesses     atomic.Uint64
+	fetchCancelled     atomic.Uint64
 	retries, evictions atomic.Uint64
 
 	bus *busLink // WithBus; nil without
@@ -215,16 +217,17 @@ func (c *Client) queryList() []anyQuery {
 	return slices.Clone(c.queries)
 }
 
-// Stats are counters of a client since it was made.
+// Stats are counters of a client since it was made. Every fetch that has
+// settled counts in exactly one of FetchSuccesses, FetchErrors and
+// FetchCancelled, so Fetches is their sum plus the fetches in flight.
 type Stats struct {
 	Entries, Observers                 int    // now
-	Hits, Misses, Fetches, FetchErrors uint64 // Get answered from memory or not; fetches started and failed
+	Hits, Misses, Fetches, FetchErrors uint64 // Get answered from memory or not; fetches started; fetches failed after their retries
 	Deduplicated, Retries, Evictions   uint64 // callers that joined a fetch in flight; retried attempts; entries evicted by WithMaxEntries
+	FetchSuccesses, FetchCancelled     uint64 // fetches that succeeded (stored, or superseded by SetData); cancelled by Cancel, Close or nobody waiting
 }
 
-// Stats returns the client's counters. Fetches counts fetches that settled
-// or are in flight; FetchErrors counts fetches that failed after their
-// retries (cancelled fetches count in neither).
+// Stats returns the client's counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
 	obs := len(c.observers)
@@ -239,6 +242,9 @@ func (c *Client) Stats() Stats {
 		Deduplicated: c.dedup.Load(),
 		Retries:      c.retries.Load(),
 		Evictions:    c.evictions.Load(),
+
+		FetchSuccesses: c.fetchSuccesses.Load(),
+		FetchCancelled: c.fetchCancelled.Load(),
 	}
 }
 
