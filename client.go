@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 )
 
 // Client holds the cache: every Query made from it, their entries, observers
@@ -246,31 +245,6 @@ func (c *Client) Stats() Stats {
 		FetchSuccesses: c.fetchSuccesses.Load(),
 		FetchCancelled: c.fetchCancelled.Load(),
 	}
-}
-
-// stripedCounter is a counter for the hit path: goroutines on different
-// cores add to different cache lines, picked by the address of their stack,
-// so that counting does not bounce one line between cores.
-type stripedCounter struct {
-	stripes [32]struct {
-		n atomic.Uint64
-		_ [120]byte
-	}
-}
-
-//go:nosplit
-func (s *stripedCounter) add() {
-	var marker byte
-	h := uint64(uintptr(unsafe.Pointer(&marker))) * 0x9E3779B97F4A7C15
-	s.stripes[h>>59].n.Add(1)
-}
-
-func (s *stripedCounter) load() uint64 {
-	var sum uint64
-	for i := range s.stripes {
-		sum += s.stripes[i].n.Load()
-	}
-	return sum
 }
 
 // evict removes unobserved, idle entries, least recently used first, until
