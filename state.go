@@ -28,9 +28,9 @@ func (s Status) String() string {
 type FetchStatus int
 
 const (
-	FetchIdle   FetchStatus = iota
-	Fetching                // a fetch is running
-	FetchPaused             // a fetch is wanted but the client is offline
+	FetchIdle   FetchStatus = iota // no fetch running
+	Fetching                       // a fetch is running
+	FetchPaused                    // a fetch is wanted but the client is offline
 )
 
 // String returns "idle", "fetching" or "paused".
