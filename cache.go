@@ -112,7 +112,26 @@ func (e *entry[P, T]) setLocked(mut func(*State[T]), fresh int) {
 		e.markFreshLocked()
 	}
 	e.lastChange = time.Now()
-	e.notifyLocked(true)
+	e.notifyLocked()
+}
+
+// succeed records data that landed at now, from a fetch or SetData.
+func (s *State[T]) succeed(data T, now time.Time, invalidated bool) {
+	s.Data, s.HasData = data, true
+	s.DataUpdatedAt = now
+	s.Status = StatusSuccess
+	s.Err = nil
+	s.FailureCount = 0
+	s.IsInvalidated = invalidated
+}
+
+// setDataLocked stores v as fresh data, winning over every fetch in flight.
+func (e *entry[P, T]) setDataLocked(v T) {
+	e.seq++
+	e.setDataSeq = e.seq
+	e.dataVer++
+	now := time.Now()
+	e.setLocked(func(s *State[T]) { s.succeed(v, now, false) }, makeFresh)
 }
 
 // stateLocked returns the state with IsStale filled in.
@@ -122,13 +141,13 @@ func (e *entry[P, T]) stateLocked() State[T] {
 	return s
 }
 
-func (e *entry[P, T]) notifyLocked(change bool) {
+func (e *entry[P, T]) notifyLocked() {
 	if len(e.observers) == 0 {
 		return
 	}
 	s := e.stateLocked()
 	for _, o := range e.observers {
-		o.deliver(s, change)
+		o.deliver(s)
 	}
 }
 
@@ -171,7 +190,7 @@ func (e *entry[P, T]) turnStale(gen uint64) {
 	}
 	e.fresh.Store(false)
 	e.staleTimer = nil
-	e.notifyLocked(false)
+	e.notifyLocked()
 }
 
 // ---------- fetching ----------
@@ -365,12 +384,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 		}
 		e.setLocked(func(s *State[T]) {
 			s.FetchStatus = FetchIdle
-			s.Data, s.HasData = data, true
-			s.DataUpdatedAt = now
-			s.Status = StatusSuccess
-			s.Err = nil
-			s.FailureCount = 0
-			s.IsInvalidated = invalidated
+			s.succeed(data, now, invalidated)
 		}, fresh)
 	}
 	close(op.done)

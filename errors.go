@@ -52,7 +52,7 @@ func (e *DecodeError) Error() string {
 // Unwrap returns the cause.
 func (e *DecodeError) Unwrap() error { return e.Err }
 
-// errBodyTooLarge is the cause of a fetch whose body exceeds the client's limit.
+// bodyTooLargeError is the cause of a fetch whose body exceeds the client's limit.
 type bodyTooLargeError struct {
 	URL   string
 	Limit int64

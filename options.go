@@ -69,7 +69,9 @@ func WithHeader(key, value string) ClientOption {
 
 // WithRequestEditor adds a function that may change every request before it
 // is sent (to sign it, say). An error from it fails the fetch and is not
-// retried.
+// retried; it is returned wrapped as it is, so it must not carry credentials
+// (nor r.URL, which may hold the base URL's user info). Headers it sets are
+// not sent on to another host after a redirect.
 func WithRequestEditor(edit func(*http.Request) error) ClientOption {
 	return func(c *clientConfig) {
 		if edit != nil {
@@ -371,6 +373,7 @@ type wsConfig struct {
 	onConnect          func(ctx context.Context, s *WSStream) error
 	onError            func(error)
 	dial               *websocket.DialOptions
+	dialTimeout        time.Duration
 }
 
 func defaultWSConfig() wsConfig {
@@ -379,6 +382,7 @@ func defaultWSConfig() wsConfig {
 		maxDelay:     30 * time.Second,
 		readLimit:    1 << 20,
 		pingInterval: 30 * time.Second,
+		dialTimeout:  30 * time.Second,
 	}
 }
 
@@ -429,6 +433,17 @@ func WSOnError(f func(error)) WSOption { return func(c *wsConfig) { c.onError = 
 // subprotocols, compression). The stream does not modify o.
 func WSDialOptions(o *websocket.DialOptions) WSOption {
 	return func(c *wsConfig) { c.dial = o }
+}
+
+// WSDialTimeout bounds one handshake, from the TCP dial to the server's
+// answer (default 30s): a server that accepts the connection and never
+// answers is given up on after d, and dialled again after the backoff delay.
+// It panics unless d is positive.
+func WSDialTimeout(d time.Duration) WSOption {
+	if d <= 0 {
+		panic(fmt.Sprintf("qcache: WSDialTimeout(%v): not positive", d))
+	}
+	return func(c *wsConfig) { c.dialTimeout = d }
 }
 
 // WSPingInterval sets how often the stream pings the server to find a dead

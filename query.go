@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
-	"time"
 
 	"github.com/qcache-go/qcache/internal/endpoint"
 )
@@ -334,21 +333,6 @@ func (q *Query[P, T]) SetData(p P, v T) {
 	e.setDataLocked(v)
 	e.mu.Unlock()
 	q.publishSetData(e.key, v)
-}
-
-func (e *entry[P, T]) setDataLocked(v T) {
-	e.seq++
-	e.setDataSeq = e.seq
-	e.dataVer++
-	now := time.Now()
-	e.setLocked(func(s *State[T]) {
-		s.Data, s.HasData = v, true
-		s.DataUpdatedAt = now
-		s.Status = StatusSuccess
-		s.Err = nil
-		s.FailureCount = 0
-		s.IsInvalidated = false
-	}, makeFresh)
 }
 
 // Update replaces p's data with f(old, ok), where ok reports whether there

@@ -89,7 +89,7 @@ func (q *Query[P, T]) Use(ctx context.Context, p P, opts ...UseOption) *Observer
 	}
 	e.observers = append(e.observers, o)
 	e.stopGCLocked()
-	o.deliver(e.stateLocked(), false)
+	o.deliver(e.stateLocked())
 	e.mu.Unlock()
 	o.wg.Add(1)
 	if !q.c.goroutine(o.run) {
@@ -199,7 +199,7 @@ func (o *Observer[T]) signal(ev uint32) {
 // deliver hands s to the reader of Changes, replacing a state not yet read,
 // and wakes the goroutine. It never blocks. The entry calls it under its
 // lock.
-func (o *Observer[T]) deliver(s State[T], _ bool) {
+func (o *Observer[T]) deliver(s State[T]) {
 	o.mu.Lock()
 	if !o.chClosed {
 		select {

@@ -23,9 +23,6 @@ import (
 // after the end).
 var ErrWSNotConnected = errors.New("qcache: websocket not connected")
 
-// wsDialTimeout bounds one handshake.
-const wsDialTimeout = 30 * time.Second
-
 // MessageHandler handles one WebSocket message (text or binary): typically
 // it decodes msg and calls Query.SetData or Client.Invalidate. The stream
 // calls it on one goroutine, in the order messages arrive, with a ctx that
@@ -211,19 +208,24 @@ func (s *WSStream) run() {
 	}
 }
 
-// dial makes one handshake, bounded by wsDialTimeout and the stream's
+// dial makes one handshake, bounded by WSDialTimeout and the stream's
 // context. The returned function releases the handshake's context once the
 // link is over.
 func (s *WSStream) dial() (_ *websocket.Conn, release context.CancelFunc, retryAfter time.Duration, _ error) {
 	// The stream's end must cut the handshake short but not the link once it
 	// is up: the link ends with a close frame instead.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(s.ctx))
+	ctx, cancelCause := context.WithCancelCause(context.WithoutCancel(s.ctx))
+	cancel := func() { cancelCause(nil) }
 	stop := context.AfterFunc(s.ctx, cancel)
-	t := time.AfterFunc(wsDialTimeout, cancel)
+	timedOut := fmt.Errorf("handshake took longer than %v: %w", s.cfg.dialTimeout, context.DeadlineExceeded)
+	t := time.AfterFunc(s.cfg.dialTimeout, func() { cancelCause(timedOut) })
 	conn, resp, err := websocket.Dial(ctx, s.rawURL, s.cfg.dial)
 	stop()
 	t.Stop()
 	if err != nil {
+		if context.Cause(ctx) == timedOut {
+			err = timedOut
+		}
 		cancel()
 		if resp != nil {
 			retryAfter, _ = backoff.RetryAfter(resp.Header, time.Now())

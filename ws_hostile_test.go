@@ -24,7 +24,7 @@ import (
 // oversize messages, a peer that never answers pings, refused handshakes and
 // failing OnConnect; this file covers a peer that breaks the protocol itself.
 const (
-	hwsDialTimeout = 200 * time.Millisecond // WSDialOptions' HTTPClient.Timeout: bounds one handshake
+	hwsDialTimeout = 200 * time.Millisecond // WSDialTimeout: bounds one handshake
 	hwsReadLimit   = 1 << 10
 	hwsRecover     = 10 * time.Second // the stream gets through every hostile mode within this
 	hwsClosePrompt = time.Second      // Close during a hanging handshake returns within this
@@ -252,7 +252,7 @@ func TestWSHostilePeer(t *testing.T) {
 	start := time.Now()
 	s := c.SubscribeWS(context.Background(), srv.url(), wsUserHandler(q),
 		WSReconnect(5*time.Millisecond, 20*time.Millisecond), WSReadLimit(hwsReadLimit), WSOnError(log.add),
-		WSDialOptions(&websocket.DialOptions{HTTPClient: &http.Client{Timeout: hwsDialTimeout}}))
+		WSDialTimeout(hwsDialTimeout))
 	defer s.Close()
 
 	wsWaitFor(t, hwsRecover, "the good peer's message", func() bool { u, _ := q.Peek("1"); return u.Name == "ok" })
