@@ -9,9 +9,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,13 +28,20 @@ type User struct {
 }
 
 func main() {
+	if err := run(os.Stdout); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// run is the whole tour, printing to out.
+func run(out io.Writer) error {
 	// The upstream: GET /users/{id}, 50 ms per request, counting requests.
 	var requests atomic.Int32
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := requests.Add(1)
 		time.Sleep(50 * time.Millisecond)
 		id := strings.TrimPrefix(r.URL.Path, "/users/")
-		fmt.Printf("  upstream: request %d: GET %s\n", n, r.URL.Path)
+		fmt.Fprintf(out, "  upstream: request %d: GET %s\n", n, r.URL.Path)
 		json.NewEncoder(w).Encode(User{ID: id, Name: "Ada #" + id})
 	}))
 	defer api.Close()
@@ -45,33 +54,34 @@ func main() {
 		qcache.Endpoint{URL: "/users/$userId"}, qcache.StaleTime(300*time.Millisecond))
 	ctx := context.Background()
 
-	fmt.Println("1. The first Get fetches:")
+	fmt.Fprintln(out, "1. The first Get fetches:")
 	u, err := getUser.Get(ctx, "42")
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
-	fmt.Printf("  got %+v\n", u)
+	fmt.Fprintf(out, "  got %+v\n", u)
 
-	fmt.Println("2. A Get while the data is fresh answers from memory (no request):")
+	fmt.Fprintln(out, "2. A Get while the data is fresh answers from memory (no request):")
 	u, _ = getUser.Get(ctx, "42")
-	fmt.Printf("  got %+v, upstream requests so far: %d\n", u, requests.Load())
+	fmt.Fprintf(out, "  got %+v, upstream requests so far: %d\n", u, requests.Load())
 
-	fmt.Println("3. Once stale, 20 concurrent Gets share one request:")
+	fmt.Fprintln(out, "3. Once stale, 20 concurrent Gets share one request:")
 	time.Sleep(350 * time.Millisecond)
-	fmt.Printf("  stale: %v\n", getUser.State("42").IsStale)
+	fmt.Fprintf(out, "  stale: %v\n", getUser.State("42").IsStale)
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() { getUser.Get(ctx, "42") })
 	}
 	wg.Wait()
-	fmt.Printf("  upstream requests so far: %d\n", requests.Load())
+	fmt.Fprintf(out, "  upstream requests so far: %d\n", requests.Load())
 
-	fmt.Println("4. SetData (say, from a push) makes data fresh without a request:")
+	fmt.Fprintln(out, "4. SetData (say, from a push) makes data fresh without a request:")
 	getUser.SetData("42", User{ID: "42", Name: "Ada Lovelace"})
 	u, _ = getUser.Get(ctx, "42")
-	fmt.Printf("  got %+v, upstream requests so far: %d\n", u, requests.Load())
+	fmt.Fprintf(out, "  got %+v, upstream requests so far: %d\n", u, requests.Load())
 
 	st := client.Stats()
-	fmt.Printf("Stats: %d hits, %d misses, %d fetches, %d callers shared a fetch in flight\n",
+	fmt.Fprintf(out, "Stats: %d hits, %d misses, %d fetches, %d callers shared a fetch in flight\n",
 		st.Hits, st.Misses, st.Fetches, st.Deduplicated)
+	return nil
 }
