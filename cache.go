@@ -42,7 +42,7 @@ type entry[P comparable, T any] struct {
 
 	// Read without the lock, on the hit path.
 	fresh   atomic.Bool              // data present, not invalidated, younger than StaleTime
-	snap    atomic.Pointer[State[T]] // the state as last published (IsStale not set)
+	snap    atomic.Pointer[State[T]] // the state, replaced whole under mu on every change (IsStale not set)
 	lastUse atomic.Uint64            // client.useClock when last used, for LRU eviction
 	gone    atomic.Bool              // removed: lookups skip it
 

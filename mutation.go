@@ -88,42 +88,32 @@ func NewMutation[P comparable, B, R any](c *Client, ep Endpoint, opts ...Mutatio
 
 // addHook checks h against the mutation's types and installs it.
 func (m *Mutation[P, B, R]) addHook(h mutationHook) {
-	ok := false
+	var ok bool
 	var want any
 	switch h.kind {
 	case "OnMutate":
-		var f func(context.Context, P, B) (func(), error)
-		f, ok = h.fn.(func(context.Context, P, B) (func(), error))
-		want = f
-		if ok {
-			m.onMutate = append(m.onMutate, f)
-		}
+		ok, want = appendHook(&m.onMutate, h.fn)
 	case "OnSuccess":
-		var f func(context.Context, R, P, B)
-		f, ok = h.fn.(func(context.Context, R, P, B))
-		want = f
-		if ok {
-			m.onSuccess = append(m.onSuccess, f)
-		}
+		ok, want = appendHook(&m.onSuccess, h.fn)
 	case "OnError":
-		var f func(context.Context, error, P, B)
-		f, ok = h.fn.(func(context.Context, error, P, B))
-		want = f
-		if ok {
-			m.onError = append(m.onError, f)
-		}
+		ok, want = appendHook(&m.onError, h.fn)
 	case "OnSettled":
-		var f func(context.Context, R, error, P, B)
-		f, ok = h.fn.(func(context.Context, R, error, P, B))
-		want = f
-		if ok {
-			m.onSettled = append(m.onSettled, f)
-		}
+		ok, want = appendHook(&m.onSettled, h.fn)
 	}
 	if !ok {
 		panic(fmt.Sprintf("qcache: NewMutation %s: %s takes %T; this mutation needs %T",
 			m.name, h.kind, h.fn, want))
 	}
+}
+
+// appendHook appends fn to list when it is an F, and returns a nil F to name
+// the type wanted otherwise.
+func appendHook[F any](list *[]F, fn any) (ok bool, want F) {
+	f, ok := fn.(F)
+	if ok {
+		*list = append(*list, f)
+	}
+	return ok, want
 }
 
 // OnMutate adds a hook that runs before the request, once the call has its
