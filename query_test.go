@@ -299,3 +299,33 @@ func TestLiteralSegments(t *testing.T) {
 		assert.Equal(t, tt.want, literalSegments(tt.tmpl, tt.abs), tt.tmpl)
 	}
 }
+
+// countingTransport counts the requests that go through it.
+type countingTransport struct{ n atomic.Int32 }
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func TestClientOptionsReachQueries(t *testing.T) {
+	a := newAPI(t, echoUser)
+	tr := &countingTransport{}
+	c := newHTTPClient(t, a,
+		WithHTTPClient(&http.Client{Transport: tr}),
+		WithQueryDefaults(StaleTime(Forever), KeyPrefix("svc")))
+	q := NewQuery[string, user](c, Endpoint{URL: "/users/$userId"})
+	ctx := context.Background()
+	_, err := q.Get(ctx, "1")
+	require.NoError(t, err)
+	_, err = q.Get(ctx, "1")
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, tr.n.Load(), "requests go through WithHTTPClient's client; StaleTime(Forever) from the defaults")
+	assert.Equal(t, Key{"svc", "users", "1"}, q.Key("1"), "KeyPrefix from the defaults")
+
+	own := NewQuery[string, user](c, Endpoint{URL: "/users/$userId"}, StaleTime(0), KeyPrefix("own"))
+	own.Get(ctx, "1")
+	own.Get(ctx, "1")
+	assert.EqualValues(t, 3, tr.n.Load(), "a query's own options win over the defaults")
+	assert.Equal(t, Key{"own", "users", "1"}, own.Key("1"))
+}
