@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -154,8 +156,16 @@ func TestThreeReplicas(t *testing.T) {
 	eventually(t, dataIs(ob, 100), "SetData on A reaches B")
 	eventually(t, dataIs(oc, 100), "SetData on A reaches C")
 
-	// What a mutation's Invalidates does on A refetches B's and C's observers.
-	require.NoError(t, a.c.Invalidate(ctx, qcache.Filter{Key: qcache.Key{"items"}}))
+	// A mutation on A refetches B's and C's observers (its Invalidates).
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer api.Close()
+	rename := qcache.NewMutation[string, string, struct{}](a.c,
+		qcache.Endpoint{Method: http.MethodPut, URL: api.URL + "/items/$id"},
+		qcache.Invalidates(qcache.Filter{Key: qcache.Key{"items"}}))
+	_, err := rename.Do(ctx, "1", "new name")
+	require.NoError(t, err)
 	eventually(t, dataIs(ob, 2), "B refetched")
 	eventually(t, dataIs(oc, 2), "C refetched")
 	assert.Equal(t, int64(2), b.fetches.Load())
