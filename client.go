@@ -12,7 +12,7 @@ import (
 // safe for concurrent use. Call Close when done with it.
 type Client struct {
 	cfg    clientConfig
-	ctx    context.Context // cancelled by Close; every fetch and goroutine derives from it
+	ctx    context.Context // cancelled by Close (cause ErrClosed); streams and tickers watch it, fetches are aborted one by one
 	cancel context.CancelCauseFunc
 
 	closed atomic.Bool
