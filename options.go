@@ -246,8 +246,10 @@ func RefetchInterval(d time.Duration) UseOption {
 
 // RefetchIntervalFunc polls with an interval computed from the state. f is
 // asked again after every state change and when the data turns stale;
-// returning 0 stops polling until a later answer says otherwise. It replaces
-// a RefetchInterval. T must be the query's data type, or Use panics.
+// returning 0 (or less) stops polling until a later answer says otherwise.
+// It replaces a RefetchInterval. T must be the query's data type, or Use
+// panics. A panic in f stops polling and is logged; it does not end the
+// process.
 func RefetchIntervalFunc[T any](f func(State[T]) time.Duration) UseOption {
 	return func(c *useConfig) {
 		c.interval, c.intervalFunc = 0, f

@@ -278,7 +278,7 @@ func (o *Observer[T]) arm(p *poller) {
 	o.mu.Unlock()
 	d := cfg.interval
 	if f != nil {
-		d = f(s)
+		d = o.askInterval(f, s)
 	}
 	if !cfg.enabled {
 		d = 0
@@ -306,6 +306,18 @@ func (o *Observer[T]) arm(p *poller) {
 	} else {
 		o.timer.Reset(wait)
 	}
+}
+
+// askInterval calls the RefetchIntervalFunc; a panic in it stops polling
+// (and is logged) instead of ending the process.
+func (o *Observer[T]) askInterval(f func(State[T]) time.Duration, s State[T]) (d time.Duration) {
+	defer func() {
+		if r := recover(); r != nil {
+			o.c.cfg.logger.Error("qcache: RefetchIntervalFunc panicked; polling stops", "panic", r)
+			d = 0
+		}
+	}()
+	return max(f(s), 0)
 }
 
 // handle acts on the events that woke the goroutine; it reports false when

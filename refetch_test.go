@@ -353,3 +353,22 @@ func TestRefetchIntervalFuncOfAnotherTypePanics(t *testing.T) {
 		q.Use(context.Background(), 1, RefetchIntervalFunc(func(State[string]) time.Duration { return 0 }))
 	})
 }
+
+func TestPanickingIntervalFunctionStopsPolling(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(0))
+		_, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "a", RefetchIntervalFunc(func(s State[string]) time.Duration {
+			if s.Data == "v2:a" {
+				panic("bad interval")
+			}
+			return time.Second
+		}))
+		defer o.Close()
+		time.Sleep(time.Minute)
+		assert.Equal(t, secs(0, 1), src.starts(), "polls until the function panics, then stops")
+		s, err := o.Refetch(context.Background())
+		require.NoError(t, err, "the observer lives on")
+		assert.Equal(t, "v3:a", s.Data)
+	})
+}
