@@ -196,9 +196,7 @@ func (c *Client) InvalidateEvery(ctx context.Context, every time.Duration, f Fil
 		for {
 			select {
 			case <-t.C:
-				for _, e := range c.matching(f) {
-					e.invalidate(f.Refetch)
-				}
+				c.invalidateRound(f)
 			case <-ctx.Done():
 				return
 			case <-c.ctx.Done():
@@ -212,6 +210,20 @@ func (c *Client) InvalidateEvery(ctx context.Context, every time.Duration, f Fil
 	return func() {
 		cancel()
 		<-done
+	}
+}
+
+// invalidateRound is one round of InvalidateEvery. It runs on the client's
+// goroutine, so a panicking Predicate is logged instead of ending the
+// process.
+func (c *Client) invalidateRound(f Filter) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.cfg.logger.Error("qcache: InvalidateEvery: filter predicate panicked", "panic", r)
+		}
+	}()
+	for _, e := range c.matching(f) {
+		e.invalidate(f.Refetch)
 	}
 }
 

@@ -253,3 +253,23 @@ func BenchmarkInvalidatePrefix(b *testing.B) {
 		return n%100 == 7
 	}}))
 }
+
+func TestInvalidateEverySurvivesAPanickingPredicate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(0))
+		c, q := newFuncQuery(t, src, StaleTime(Forever))
+		o := q.Use(context.Background(), "a")
+		defer o.Close()
+		rounds := 0
+		stop := c.InvalidateEvery(context.Background(), 10*time.Second, Filter{Predicate: func(Key) bool {
+			rounds++
+			if rounds == 1 {
+				panic("bad predicate")
+			}
+			return true
+		}})
+		defer stop()
+		time.Sleep(25 * time.Second)
+		assert.Equal(t, secs(0, 20), src.starts(), "the panicking round is skipped, the next one runs")
+	})
+}
