@@ -53,14 +53,43 @@ type entry[P comparable, T any] struct {
 	resetSeq   uint64 // seq of the last Remove of an observed entry
 	dataVer    uint64 // advanced whenever Data changes, for Update
 	inflight   *fetchOp[T]
-	followUp   *fetchOp[T] // explicit refetches asked while inflight runs
-	observers  []*Observer[T]
-	freshGen   uint64
-	staleTimer *time.Timer
-	gcAt       time.Time // when gc removes the entry; zero while it is not due
-	gcQueued   int32     // the entry's place in the client's gc queue, guarded by the queue
+	live       *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
+	gcAt       time.Time     // when gc removes the entry; zero while it is not due
+	gcQueued   int32         // the entry's place in the client's gc queue, guarded by the queue
 	removed    bool
-	lastChange time.Time
+}
+
+// entryLive holds what only some entries need: those with observers, an
+// explicit refetch waiting, or data that turns stale on a timer. Most cached
+// entries never do, and keep the pointer nil.
+type entryLive[T any] struct {
+	observers  []*Observer[T]
+	followUp   *fetchOp[T] // explicit refetches asked while inflight runs
+	lastChange time.Time   // kept once live: what observers count intervals from
+	staleTimer *time.Timer
+	freshGen   uint64
+}
+
+// lv returns the entry's live part, made on first use; e.mu is held.
+func (e *entry[P, T]) lv() *entryLive[T] {
+	if e.live == nil {
+		e.live = &entryLive[T]{}
+	}
+	return e.live
+}
+
+func (e *entry[P, T]) observersLocked() []*Observer[T] {
+	if e.live == nil {
+		return nil
+	}
+	return e.live.observers
+}
+
+func (e *entry[P, T]) followUpLocked() *fetchOp[T] {
+	if e.live == nil {
+		return nil
+	}
+	return e.live.followUp
 }
 
 // fetchOp is one fetch: started at once, or as a follow-up when the fetch in
@@ -111,7 +140,9 @@ func (e *entry[P, T]) setLocked(mut func(*State[T]), fresh int) {
 	if fresh == makeFresh {
 		e.markFreshLocked()
 	}
-	e.lastChange = time.Now()
+	if e.live != nil {
+		e.live.lastChange = time.Now()
+	}
 	e.notifyLocked()
 }
 
@@ -142,21 +173,18 @@ func (e *entry[P, T]) stateLocked() State[T] {
 }
 
 func (e *entry[P, T]) notifyLocked() {
-	if len(e.observers) == 0 {
+	obs := e.observersLocked()
+	if len(obs) == 0 {
 		return
 	}
 	s := e.stateLocked()
-	for _, o := range e.observers {
+	for _, o := range obs {
 		o.deliver(s)
 	}
 }
 
 func (e *entry[P, T]) markFreshLocked() {
-	e.freshGen++
-	if e.staleTimer != nil {
-		e.staleTimer.Stop()
-		e.staleTimer = nil
-	}
+	e.stopStaleTimerLocked()
 	st := e.q.cfg.staleTime
 	if st <= 0 || !e.snap.Load().HasData {
 		e.fresh.Store(false)
@@ -166,17 +194,26 @@ func (e *entry[P, T]) markFreshLocked() {
 	if st == Forever {
 		return
 	}
-	gen := e.freshGen
-	e.staleTimer = time.AfterFunc(st, func() { e.turnStale(gen) })
+	lv := e.lv()
+	gen := lv.freshGen
+	lv.staleTimer = time.AfterFunc(st, func() { e.turnStale(gen) })
 }
 
 func (e *entry[P, T]) markStaleLocked() {
-	e.freshGen++
-	if e.staleTimer != nil {
-		e.staleTimer.Stop()
-		e.staleTimer = nil
-	}
+	e.stopStaleTimerLocked()
 	e.fresh.Store(false)
+}
+
+// stopStaleTimerLocked stops the timer that would turn the data stale, and
+// makes a firing that is already on its way a no-op.
+func (e *entry[P, T]) stopStaleTimerLocked() {
+	if lv := e.live; lv != nil {
+		lv.freshGen++
+		if lv.staleTimer != nil {
+			lv.staleTimer.Stop()
+			lv.staleTimer = nil
+		}
+	}
 }
 
 // turnStale runs when StaleTime has passed since the data landed. Observers
@@ -185,11 +222,11 @@ func (e *entry[P, T]) markStaleLocked() {
 func (e *entry[P, T]) turnStale(gen uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if gen != e.freshGen || !e.fresh.Load() {
+	if gen != e.live.freshGen || !e.fresh.Load() {
 		return
 	}
 	e.fresh.Store(false)
-	e.staleTimer = nil
+	e.live.staleTimer = nil
 	e.notifyLocked()
 }
 
@@ -220,13 +257,14 @@ func (e *entry[P, T]) refetchLocked(detached bool) *fetchOp[T] {
 		e.startLocked(op)
 		return op
 	}
-	if e.followUp == nil {
-		e.followUp = &fetchOp[T]{done: make(chan struct{})}
+	lv := e.lv()
+	if lv.followUp == nil {
+		lv.followUp = &fetchOp[T]{done: make(chan struct{})}
 	} else {
 		e.q.c.dedup.Add(1)
 	}
-	e.followUp.add(detached)
-	return e.followUp
+	lv.followUp.add(detached)
+	return lv.followUp
 }
 
 func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
@@ -388,8 +426,8 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 		}, fresh)
 	}
 	close(op.done)
-	if next := e.followUp; next != nil {
-		e.followUp = nil
+	if next := e.followUpLocked(); next != nil {
+		e.live.followUp = nil
 		e.startLocked(next)
 	}
 	e.scheduleGCLocked()
@@ -424,22 +462,22 @@ func (e *entry[P, T]) leave(op *fetchOp[T]) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	op.waiters--
-	if op.waiters > 0 || op.detached || len(e.observers) > 0 {
+	if op.waiters > 0 || op.detached || len(e.observersLocked()) > 0 {
 		return
 	}
 	switch op {
 	case e.inflight:
 		op.cancel(context.Canceled)
-	case e.followUp:
-		e.followUp = nil
+	case e.followUpLocked():
+		e.live.followUp = nil
 	}
 }
 
 // cancelLocked stops the fetch in flight and drops the follow-up; their
 // waiters get an error wrapping cause (context.Canceled, or ErrClosed).
 func (e *entry[P, T]) cancelLocked(cause error) {
-	if f := e.followUp; f != nil {
-		e.followUp = nil
+	if f := e.followUpLocked(); f != nil {
+		e.live.followUp = nil
 		if cause == ErrClosed {
 			f.err = ErrClosed
 		} else {
@@ -480,7 +518,7 @@ func (e *entry[P, T]) touch() {
 }
 
 func (e *entry[P, T]) hasEnabledObserverLocked() bool {
-	for _, o := range e.observers {
+	for _, o := range e.observersLocked() {
 		if o.enabled() {
 			return true
 		}
@@ -556,7 +594,7 @@ func (e *entry[P, T]) remove() {
 	if e.removed {
 		return
 	}
-	if len(e.observers) == 0 {
+	if len(e.observersLocked()) == 0 {
 		e.removeLocked()
 		return
 	}
@@ -586,7 +624,7 @@ func (e *entry[P, T]) evictable() bool {
 }
 
 func (e *entry[P, T]) evictableLocked() bool {
-	return !e.removed && len(e.observers) == 0 && e.inflight == nil && e.followUp == nil
+	return !e.removed && len(e.observersLocked()) == 0 && e.inflight == nil && e.followUpLocked() == nil
 }
 
 func (e *entry[P, T]) evict() bool {
@@ -603,10 +641,7 @@ func (e *entry[P, T]) stopTimers() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.stopGCLocked()
-	if e.staleTimer != nil {
-		e.staleTimer.Stop()
-		e.staleTimer = nil
-	}
+	e.stopStaleTimerLocked()
 }
 
 func (e *entry[P, T]) stopGCLocked() {

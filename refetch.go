@@ -87,7 +87,8 @@ func (q *Query[P, T]) Use(ctx context.Context, p P, opts ...UseOption) *Observer
 		o.endEarly(State[T]{Status: StatusError, Err: ErrClosed, IsStale: true})
 		return o
 	}
-	e.observers = append(e.observers, o)
+	lv := e.lv()
+	lv.observers = append(lv.observers, o)
 	e.stopGCLocked()
 	o.deliver(e.stateLocked())
 	e.mu.Unlock()
@@ -389,7 +390,7 @@ func (o *Observer[T]) cleanup() {
 func (e *entry[P, T]) observedState() (State[T], time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.stateLocked(), e.lastChange
+	return e.stateLocked(), e.lv().lastChange
 }
 
 func (e *entry[P, T]) autoFetch() {
@@ -415,13 +416,14 @@ func (e *entry[P, T]) explicitFetch(ctx context.Context) (T, error) {
 func (e *entry[P, T]) detach(o *Observer[T]) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for i, x := range e.observers {
+	lv := e.lv()
+	for i, x := range lv.observers {
 		if x == o {
-			e.observers = append(e.observers[:i], e.observers[i+1:]...)
+			lv.observers = append(lv.observers[:i], lv.observers[i+1:]...)
 			break
 		}
 	}
-	if len(e.observers) == 0 {
+	if len(lv.observers) == 0 {
 		e.scheduleGCLocked()
 	}
 }
