@@ -42,9 +42,9 @@ type entry[P comparable, T any] struct {
 
 	// Read without the lock, on the hit path.
 	fresh   atomic.Bool              // data present, not invalidated, younger than StaleTime
+	gone    atomic.Bool              // removed: lookups skip it
 	snap    atomic.Pointer[State[T]] // the state, replaced whole under mu on every change (IsStale not set)
 	lastUse atomic.Uint64            // client.useClock when last used, for LRU eviction
-	gone    atomic.Bool              // removed: lookups skip it
 
 	mu         sync.Mutex
 	seq        uint64 // advanced by every fetch start, invalidation, SetData and reset
@@ -54,7 +54,7 @@ type entry[P comparable, T any] struct {
 	dataVer    uint64 // advanced whenever Data changes, for Update
 	inflight   *fetchOp[T]
 	live       *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
-	gcAt       time.Time     // when gc removes the entry; zero while it is not due
+	gcAt       time.Duration // when gc removes the entry, as the gc queue counts; 0 while it is not due
 	gcQueued   int32         // the entry's place in the client's gc queue, guarded by the queue
 	removed    bool
 }
@@ -645,8 +645,8 @@ func (e *entry[P, T]) stopTimers() {
 }
 
 func (e *entry[P, T]) stopGCLocked() {
-	if !e.gcAt.IsZero() {
-		e.gcAt = time.Time{}
+	if e.gcAt != 0 {
+		e.gcAt = 0
 		e.q.c.gc.unschedule(e)
 	}
 }
@@ -658,7 +658,7 @@ func (e *entry[P, T]) scheduleGCLocked() {
 		e.stopGCLocked()
 		return
 	}
-	e.gcAt = time.Now().Add(e.q.cfg.gcTime)
+	e.gcAt = e.q.c.gc.now() + e.q.cfg.gcTime
 	e.q.c.gc.schedule(e, e.gcAt)
 }
 
@@ -666,11 +666,11 @@ func (e *entry[P, T]) gcPos() *int32 { return &e.gcQueued }
 
 // gcDue removes the entry when at is still its gc deadline (it was not
 // rescheduled meanwhile) and it is still idle and unobserved.
-func (e *entry[P, T]) gcDue(at time.Time) {
+func (e *entry[P, T]) gcDue(at time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.gcAt.Equal(at) && e.evictableLocked() {
-		e.gcAt = time.Time{}
+	if e.gcAt == at && e.evictableLocked() {
+		e.gcAt = 0
 		e.removeLocked()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Client holds the cache: every Query made from it, their entries, observers
@@ -66,6 +67,7 @@ func NewClient(opts ...ClientOption) *Client {
 	c := &Client{cfg: cfg, observers: map[observerHandle]struct{}{}, onlineCh: make(chan struct{})}
 	close(c.onlineCh)
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	c.gc.epoch = time.Now()
 	c.focused.Store(true)
 	c.online.Store(true)
 	c.startBus()

@@ -9,26 +9,30 @@ import (
 // served by one timer: a timer per entry would cost more than the rest of
 // an entry's bookkeeping.
 type gcQueue struct {
+	epoch time.Time // deadlines are offsets from it: 8 bytes instead of a time.Time's 24
 	mu    sync.Mutex
 	items []gcItem
 	timer *time.Timer
-	due   time.Time // when the timer fires; zero while it is stopped
+	due   time.Duration // when the timer fires; 0 while it is stopped
 }
 
 type gcItem struct {
-	at time.Time
+	at time.Duration
 	e  gcTarget
 }
+
+// now is the time since the epoch, never 0 (0 means "no deadline").
+func (g *gcQueue) now() time.Duration { return time.Since(g.epoch) + 1 }
 
 // gcTarget is an entry as the gc queue sees it. gcPos is the entry's place in
 // the heap plus one (0: not queued), guarded by the queue's lock.
 type gcTarget interface {
 	gcPos() *int32
-	gcDue(at time.Time)
+	gcDue(at time.Duration)
 }
 
 // schedule queues e for at, or moves it there when it is queued already.
-func (g *gcQueue) schedule(e gcTarget, at time.Time) {
+func (g *gcQueue) schedule(e gcTarget, at time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if pos := *e.gcPos(); pos > 0 {
@@ -68,7 +72,7 @@ func (g *gcQueue) stop() {
 	if g.timer != nil {
 		g.timer.Stop()
 	}
-	g.items, g.due = nil, time.Time{}
+	g.items, g.due = nil, 0
 }
 
 // armLocked sets the timer for the earliest deadline.
@@ -77,11 +81,11 @@ func (g *gcQueue) armLocked() {
 		return
 	}
 	at := g.items[0].at
-	if !g.due.IsZero() && !at.Before(g.due) {
+	if g.due != 0 && at >= g.due {
 		return // fires early enough already
 	}
 	g.due = at
-	d := max(time.Until(at), 0)
+	d := max(at-g.now(), 0)
 	if g.timer == nil {
 		g.timer = time.AfterFunc(d, g.fire)
 	} else {
@@ -92,14 +96,14 @@ func (g *gcQueue) armLocked() {
 // fire takes the entries that are due out of the queue and tells them.
 func (g *gcQueue) fire() {
 	g.mu.Lock()
-	now := time.Now()
+	now := g.now()
 	var due []gcItem
-	for len(g.items) > 0 && !g.items[0].at.After(now) {
+	for len(g.items) > 0 && g.items[0].at <= now {
 		it := g.items[0]
 		g.unscheduleTopLocked()
 		due = append(due, it)
 	}
-	g.due = time.Time{}
+	g.due = 0
 	g.armLocked()
 	g.mu.Unlock()
 	for _, it := range due {
@@ -133,7 +137,7 @@ func (g *gcQueue) fix(i int) {
 func (g *gcQueue) up(i int) {
 	for i > 0 {
 		parent := (i - 1) / 2
-		if !g.items[i].at.Before(g.items[parent].at) {
+		if g.items[i].at >= g.items[parent].at {
 			return
 		}
 		g.swap(i, parent)
@@ -150,10 +154,10 @@ func (g *gcQueue) down(i int) bool {
 			break
 		}
 		j := l
-		if r := l + 1; r < n && g.items[r].at.Before(g.items[l].at) {
+		if r := l + 1; r < n && g.items[r].at < g.items[l].at {
 			j = r
 		}
-		if !g.items[j].at.Before(g.items[i].at) {
+		if g.items[j].at >= g.items[i].at {
 			break
 		}
 		g.swap(i, j)
