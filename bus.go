@@ -424,7 +424,7 @@ func (e *entry[P, T]) setJSON(data []byte) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.removed {
+	if !e.gone.Load() {
 		e.setDataLocked(v)
 	}
 	return nil

@@ -42,7 +42,7 @@ type entry[P comparable, T any] struct {
 
 	// Read without the lock, on the hit path.
 	fresh   atomic.Bool              // data present, not invalidated, younger than StaleTime
-	gone    atomic.Bool              // removed: lookups skip it
+	gone    atomic.Bool              // removed (set under mu): lookups skip it
 	snap    atomic.Pointer[State[T]] // the state, replaced whole under mu on every change (IsStale not set)
 	lastUse atomic.Uint64            // client.useClock when last used, for LRU eviction
 
@@ -56,7 +56,6 @@ type entry[P comparable, T any] struct {
 	live       *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
 	gcAt       time.Duration // when gc removes the entry, as the gc queue counts; 0 while it is not due
 	gcQueued   int32         // the entry's place in the client's gc queue, guarded by the queue
-	removed    bool
 }
 
 // entryLive holds what only some entries need: those with observers, an
@@ -529,7 +528,7 @@ func (e *entry[P, T]) hasEnabledObserverLocked() bool {
 func (e *entry[P, T]) invalidate(rt RefetchType) func(context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.removed {
+	if e.gone.Load() {
 		return nil
 	}
 	e.seq++
@@ -554,7 +553,7 @@ func (e *entry[P, T]) invalidate(rt RefetchType) func(context.Context) error {
 func (e *entry[P, T]) refetch() func(context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.removed {
+	if e.gone.Load() {
 		return nil
 	}
 	return e.waitFunc(e.refetchLocked(true))
@@ -591,7 +590,7 @@ func (e *entry[P, T]) abortFetch(cause error) {
 func (e *entry[P, T]) remove() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.removed {
+	if e.gone.Load() {
 		return
 	}
 	if len(e.observersLocked()) == 0 {
@@ -608,7 +607,6 @@ func (e *entry[P, T]) remove() {
 }
 
 func (e *entry[P, T]) removeLocked() {
-	e.removed = true
 	e.markStaleLocked()
 	e.stopGCLocked()
 	e.gone.Store(true)
@@ -624,7 +622,7 @@ func (e *entry[P, T]) evictable() bool {
 }
 
 func (e *entry[P, T]) evictableLocked() bool {
-	return !e.removed && len(e.observersLocked()) == 0 && e.inflight == nil && e.followUpLocked() == nil
+	return !e.gone.Load() && len(e.observersLocked()) == 0 && e.inflight == nil && e.followUpLocked() == nil
 }
 
 func (e *entry[P, T]) evict() bool {

@@ -217,7 +217,7 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 			}
 		}
 		e.mu.Lock()
-		if !e.removed {
+		if !e.gone.Load() {
 			return e, nil
 		}
 		e.mu.Unlock()
@@ -349,7 +349,7 @@ func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
 		e.mu.Unlock()
 		v := f(old, ok)
 		e.mu.Lock()
-		if !e.removed && e.dataVer == ver {
+		if !e.gone.Load() && e.dataVer == ver {
 			e.setDataLocked(v)
 			e.mu.Unlock()
 			q.publishSetData(e.key, v)

@@ -396,14 +396,14 @@ func (e *entry[P, T]) observedState() (State[T], time.Time) {
 func (e *entry[P, T]) autoFetch() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.removed {
+	if !e.gone.Load() {
 		e.joinLocked(true)
 	}
 }
 
 func (e *entry[P, T]) explicitFetch(ctx context.Context) (T, error) {
 	e.mu.Lock()
-	if e.removed {
+	if e.gone.Load() {
 		e.mu.Unlock()
 		var zero T
 		return zero, ErrClosed
