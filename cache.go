@@ -635,10 +635,11 @@ func (e *entry[P, T]) evict() bool {
 	return true
 }
 
+// stopTimers stops the entry's stale timer (Client.Close; the gc queue is
+// emptied as a whole).
 func (e *entry[P, T]) stopTimers() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.stopGCLocked()
 	e.stopStaleTimerLocked()
 }
 

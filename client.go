@@ -103,10 +103,10 @@ func (c *Client) Close() error {
 		q.eachEntry(func(e anyEntry) bool { e.abortFetch(ErrClosed); return true })
 	}
 	c.wg.Wait()
+	c.gc.stop()
 	for _, q := range queries {
 		q.eachEntry(func(e anyEntry) bool { e.stopTimers(); return true })
 	}
-	c.gc.stop()
 	return nil
 }
 

@@ -9,11 +9,12 @@ import (
 // served by one timer: a timer per entry would cost more than the rest of
 // an entry's bookkeeping.
 type gcQueue struct {
-	epoch time.Time // deadlines are offsets from it: 8 bytes instead of a time.Time's 24
-	mu    sync.Mutex
-	items []gcItem
-	timer *time.Timer
-	due   time.Duration // when the timer fires; 0 while it is stopped
+	epoch   time.Time // deadlines are offsets from it: 8 bytes instead of a time.Time's 24
+	mu      sync.Mutex
+	items   []gcItem
+	timer   *time.Timer
+	due     time.Duration // when the timer fires; 0 while it is stopped
+	stopped bool          // Client.Close: nothing is queued any more
 }
 
 type gcItem struct {
@@ -35,6 +36,9 @@ type gcTarget interface {
 func (g *gcQueue) schedule(e gcTarget, at time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.stopped {
+		return
+	}
 	if pos := *e.gcPos(); pos > 0 {
 		i := int(pos - 1)
 		g.items[i].at = at
@@ -65,14 +69,18 @@ func (g *gcQueue) unschedule(e gcTarget) {
 	}
 }
 
-// stop stops the timer for good (Client.Close).
+// stop empties the queue and stops its timer for good (Client.Close);
+// later schedules are ignored.
 func (g *gcQueue) stop() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.timer != nil {
 		g.timer.Stop()
 	}
-	g.items, g.due = nil, 0
+	for _, it := range g.items {
+		*it.e.gcPos() = 0
+	}
+	g.items, g.due, g.stopped = nil, 0, true
 }
 
 // armLocked sets the timer for the earliest deadline.
