@@ -31,12 +31,6 @@ func collectStates[T any](o *Observer[T]) *collected[T] {
 	return c
 }
 
-func (c *collected[T]) all() []State[T] {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]State[T](nil), c.states...)
-}
-
 func TestPolling(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newSource(slowValue(time.Second))

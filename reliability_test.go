@@ -96,7 +96,6 @@ type flakyServer struct {
 
 	requests, noCreds atomic.Int64
 	faults            [faultKinds]atomic.Int64
-	inFlight          sync.WaitGroup
 }
 
 func newFlakyServer(t *testing.T, ver *atomic.Int64, valid *sync.Map, wantHdr http.Header) *flakyServer {

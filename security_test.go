@@ -126,11 +126,10 @@ func TestPathValuesStayInTheirSegmentOnTheWire(t *testing.T) {
 // another host name (localhost instead of 127.0.0.1), recording the headers
 // each received.
 type redirectPair struct {
-	a, b         *httptest.Server
-	mu           sync.Mutex
-	aHdr, bHdr   []http.Header
-	bURL         string // B under the other host name
-	sameHostPath bool   // A redirects to itself first (/same/...)
+	a, b       *httptest.Server
+	mu         sync.Mutex
+	aHdr, bHdr []http.Header
+	bURL       string // B under the other host name
 }
 
 func newRedirectPair(t *testing.T) *redirectPair {
