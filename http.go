@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"strings"
+
+	"github.com/qcache-go/qcache/internal/endpoint"
 )
 
 const maxErrorBody = 4 << 10
@@ -22,6 +25,46 @@ func (e *requestError) Error() string { return e.err.Error() }
 func (e *requestError) Unwrap() error { return e.err }
 
 type validator interface{ Validate() error }
+
+// httpEndpoint is an Endpoint compiled for P's type and joined to the
+// client's base URL: what queries and mutations share.
+type httpEndpoint struct {
+	method  string
+	base    string // "" for an absolute template
+	header  http.Header
+	binding *endpoint.Binding
+}
+
+// compileEndpoint compiles ep for parameter type t, with method defaultMethod
+// when ep has none. It panics, naming the variable and the type, when the
+// template is malformed or t cannot bind it, and when a relative URL is given
+// to a client without WithBaseURL.
+func compileEndpoint(c *Client, ep Endpoint, t reflect.Type, defaultMethod string) httpEndpoint {
+	b, err := endpoint.Compile(ep.URL, t)
+	if err != nil {
+		panic(err.Error())
+	}
+	he := httpEndpoint{method: strings.ToUpper(ep.Method), header: ep.Header.Clone(), binding: b}
+	if he.method == "" {
+		he.method = defaultMethod
+	}
+	if !b.Absolute() {
+		if c.cfg.baseURL == nil {
+			panic(fmt.Sprintf("qcache: endpoint %q is relative and the client has no WithBaseURL", ep.URL))
+		}
+		he.base = strings.TrimSuffix(c.cfg.baseURL.String(), "/")
+	}
+	return he
+}
+
+// url returns the request URL of a bound path and query string.
+func (he httpEndpoint) url(path, query string) string {
+	u := he.base + path
+	if query != "" {
+		u += "?" + query
+	}
+	return u
+}
 
 // safeURL returns u without user info, for errors and logs.
 func safeURL(u *url.URL) string {

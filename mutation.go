@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/qcache-go/qcache/internal/backoff"
-	"github.com/qcache-go/qcache/internal/endpoint"
 )
 
 // Mutation is a typed write: Do sends a request with a JSON body of type B
@@ -22,13 +21,10 @@ import (
 // write made outdated. Make one with NewMutation when the program starts and
 // share it; it is safe for concurrent use.
 type Mutation[P comparable, B, R any] struct {
-	c       *Client
-	name    string // "POST /todos/$id", for errors
-	method  string
-	base    string
-	header  http.Header
-	binding *endpoint.Binding
-	cfg     mutationConfig
+	c    *Client
+	name string // "POST /todos/$id", for errors
+	ep   httpEndpoint
+	cfg  mutationConfig
 
 	queued bool // Serial or MutationScope
 	scope  any  // the queue's scope: the scope name, or the mutation itself
@@ -52,25 +48,11 @@ type Mutation[P comparable, B, R any] struct {
 // OnSettled) was given a function of other types than P, B and R, naming
 // the types it got and the ones it needs.
 func NewMutation[P comparable, B, R any](c *Client, ep Endpoint, opts ...MutationOption) *Mutation[P, B, R] {
-	method := strings.ToUpper(ep.Method)
-	if method == "" {
-		method = http.MethodPost
-	}
-	name := method + " " + ep.URL
 	if c == nil {
-		panic("qcache: NewMutation " + name + ": nil Client")
+		panic("qcache: NewMutation " + ep.URL + ": nil Client")
 	}
-	b, err := endpoint.Compile(ep.URL, reflect.TypeFor[P]())
-	if err != nil {
-		panic(err.Error())
-	}
-	m := &Mutation[P, B, R]{c: c, name: name, method: method, header: ep.Header.Clone(), binding: b}
-	if !b.Absolute() {
-		if c.cfg.baseURL == nil {
-			panic(fmt.Sprintf("qcache: endpoint %q is relative and the client has no WithBaseURL", ep.URL))
-		}
-		m.base = strings.TrimSuffix(c.cfg.baseURL.String(), "/")
-	}
+	he := compileEndpoint(c, ep, reflect.TypeFor[P](), http.MethodPost)
+	m := &Mutation[P, B, R]{c: c, name: he.method + " " + ep.URL, ep: he}
 	for _, o := range opts {
 		o(&m.cfg)
 	}
@@ -166,7 +148,7 @@ func OnSettled[P comparable, B, R any](f func(ctx context.Context, r R, err erro
 // query on the same URL: Filter{Key: m.Key(p)} selects that query's entry.
 // For a p that cannot be bound it returns the key as far as it can be built.
 func (m *Mutation[P, B, R]) Key(p P) Key {
-	_, _, k, _ := m.binding.Bind(p)
+	_, _, k, _ := m.ep.binding.Bind(p)
 	return Key(k)
 }
 
@@ -200,7 +182,7 @@ func (m *Mutation[P, B, R]) Do(ctx context.Context, p P, body B) (R, error) {
 	if err := ctx.Err(); err != nil {
 		return zero, fmt.Errorf("qcache: %s: %w", m.name, context.Cause(ctx))
 	}
-	path, query, key, err := m.binding.Bind(p)
+	path, query, key, err := m.ep.binding.Bind(p)
 	if err != nil {
 		return zero, fmt.Errorf("qcache: %s: %w", m.name, err)
 	}
@@ -208,10 +190,7 @@ func (m *Mutation[P, B, R]) Do(ctx context.Context, p P, body B) (R, error) {
 	if err != nil {
 		return zero, fmt.Errorf("qcache: %s: encode body: %w", m.name, err)
 	}
-	u := m.base + path
-	if query != "" {
-		u += "?" + query
-	}
+	u := m.ep.url(path, query)
 	if m.queued {
 		release, err := m.turn(ctx, key)
 		if err != nil {
@@ -278,7 +257,7 @@ func (m *Mutation[P, B, R]) send(ctx context.Context, u string, payload []byte) 
 				return zero, fmt.Errorf("qcache: %s: waiting to be online: %w", m.name, context.Cause(rctx))
 			}
 		}
-		r, err := doJSON[R](rctx, c, m.method, u, m.header, payload, true)
+		r, err := doJSON[R](rctx, c, m.ep.method, u, m.ep.header, payload, true)
 		if err == nil {
 			return r, nil
 		}

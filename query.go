@@ -55,24 +55,12 @@ func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *
 // malformed or P cannot bind it, and when a relative URL is given to a client
 // without WithBaseURL: a definition is code, as with http.ServeMux patterns.
 func NewQuery[P comparable, T any](c *Client, ep Endpoint, opts ...QueryOption) *Query[P, T] {
-	method := strings.ToUpper(ep.Method)
-	if method == "" {
-		method = http.MethodGet
+	if c == nil {
+		panic("qcache: NewQuery " + ep.URL + ": nil Client")
 	}
-	name := method + " " + ep.URL
-	q := newQuery[P, T](c, name, opts)
-	b, err := endpoint.Compile(ep.URL, reflect.TypeFor[P]())
-	if err != nil {
-		panic(err.Error())
-	}
-	base := ""
-	if !b.Absolute() {
-		if c.cfg.baseURL == nil {
-			panic(fmt.Sprintf("qcache: endpoint %q is relative and the client has no WithBaseURL", ep.URL))
-		}
-		base = strings.TrimSuffix(c.cfg.baseURL.String(), "/")
-	}
-	header := ep.Header.Clone()
+	he := compileEndpoint(c, ep, reflect.TypeFor[P](), http.MethodGet)
+	b := he.binding
+	q := newQuery[P, T](c, he.method+" "+ep.URL, opts)
 	prefix := q.cfg.keyPrefix
 	q.static = joinKey(prefix, literalSegments(ep.URL, b.Absolute()))
 	q.keyFn = func(p P) (Key, error) {
@@ -85,11 +73,7 @@ func NewQuery[P comparable, T any](c *Client, ep Endpoint, opts ...QueryOption) 
 			var zero T
 			return zero, &requestError{err}
 		}
-		u := base + path
-		if query != "" {
-			u += "?" + query
-		}
-		return doJSON[T](ctx, c, method, u, header, nil, false)
+		return doJSON[T](ctx, c, he.method, he.url(path, query), he.header, nil, false)
 	}
 	c.addQuery(q)
 	return q
