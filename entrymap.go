@@ -25,11 +25,12 @@ type readMap[P comparable, T any] struct {
 	amended bool // dirty holds entries that m lacks, or lacks entries that m holds
 }
 
-func (m *entryMap[P, T]) readOnly() *readMap[P, T] {
+// readOnly returns the read map; a nil map before the first promotion.
+func (m *entryMap[P, T]) readOnly() readMap[P, T] {
 	if r := m.read.Load(); r != nil {
-		return r
+		return *r
 	}
-	return &readMap[P, T]{}
+	return readMap[P, T]{}
 }
 
 // load returns p's entry, or nil.
@@ -102,7 +103,7 @@ func (m *entryMap[P, T]) compareAndDelete(p P, e *entry[P, T]) bool {
 }
 
 // dirtyLocked starts a dirty copy of the read map and marks it amended.
-func (m *entryMap[P, T]) dirtyLocked(r *readMap[P, T]) {
+func (m *entryMap[P, T]) dirtyLocked(r readMap[P, T]) {
 	m.dirty = make(map[P]*entry[P, T], len(r.m)+1)
 	for p, e := range r.m {
 		if !e.gone.Load() {
