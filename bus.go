@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qcache-go/qcache/internal/backoff"
+	"github.com/qcache-go/qcache/internal/wait"
 )
 
 // ---------- events ----------
@@ -256,8 +257,11 @@ func (l *busLink) publishLoop() {
 		deadline = time.AfterFunc(busCloseFlush, cancel)
 		mu.Unlock()
 	})
+	// A failed resync is retried after a backoff; retrying says one is due.
+	// (An AfterFunc, not a timer channel: see internal/wait.)
 	var retry *time.Timer
-	var retryC <-chan time.Time
+	retryC := make(chan struct{}, 1)
+	retrying := false
 	defer func() {
 		stop()
 		cancel()
@@ -277,12 +281,12 @@ func (l *busLink) publishLoop() {
 			l.publish(ctx, ev)
 		case <-l.kick:
 		case <-retryC:
-			retryC = nil
+			retrying = false
 		case <-l.c.ctx.Done():
 			l.flush(ctx)
 			return
 		}
-		if len(l.queue) > 0 || retryC != nil || !l.lost.Load() {
+		if len(l.queue) > 0 || retrying || !l.lost.Load() {
 			continue
 		}
 		if l.sendResync(ctx) {
@@ -291,12 +295,12 @@ func (l *busLink) publishLoop() {
 		}
 		d := backoff.Jittered(backoff.Exponential(failures, 100*time.Millisecond, 5*time.Second))
 		failures++
+		retrying = true
 		if retry == nil {
-			retry = time.NewTimer(d)
+			retry = time.AfterFunc(d, func() { retryC <- struct{}{} })
 		} else {
 			retry.Reset(d)
 		}
-		retryC = retry.C
 	}
 }
 
@@ -356,11 +360,7 @@ func (l *busLink) subscribeLoop() {
 			err = errors.New("returned before the client closed")
 		}
 		l.report(fmt.Errorf("qcache: bus: subscribe: %w", err))
-		t := time.NewTimer(backoff.Jittered(backoff.Exponential(n, 100*time.Millisecond, 10*time.Second)))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !wait.Sleep(ctx, backoff.Jittered(backoff.Exponential(n, 100*time.Millisecond, 10*time.Second))) {
 			return
 		}
 	}

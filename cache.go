@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/qcache-go/qcache/internal/backoff"
+	"github.com/qcache-go/qcache/internal/wait"
 )
 
 // anyEntry is what the client and filters know of an entry, whatever its
@@ -313,14 +314,8 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 		q.c.retries.Add(1)
 		delay := q.retryDelay(failures-1, err)
 		q.c.cfg.logger.Debug("qcache: retrying fetch", "key", e.key.String(), "attempt", failures+1, "delay", delay, "err", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-op.ctx.Done():
-			t.Stop()
+		if !wait.Sleep(op.ctx, delay) {
 			err = context.Cause(op.ctx)
-		}
-		if op.ctx.Err() != nil {
 			break
 		}
 	}

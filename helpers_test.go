@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/qcache-go/qcache/internal/wait"
 )
 
 // source is a fake upstream for NewQueryFunc: it records when each call
@@ -42,14 +44,10 @@ func (s *source) starts() []time.Duration {
 
 // sleepCtx sleeps for d or until ctx ends.
 func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
+	if !wait.Sleep(ctx, d) {
 		return ctx.Err()
 	}
+	return nil
 }
 
 // slowValue answers "v<n>:<p>" after d.

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/qcache-go/qcache/internal/wait"
 )
 
 // Key identifies a cache entry: segments such as {"users", "42", "?page=2"}.
@@ -191,7 +193,7 @@ func (c *Client) InvalidateEvery(ctx context.Context, every time.Duration, f Fil
 	done := make(chan struct{})
 	started := c.goroutine(func() {
 		defer close(done)
-		t := time.NewTicker(every)
+		t := wait.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {

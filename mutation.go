@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qcache-go/qcache/internal/backoff"
+	"github.com/qcache-go/qcache/internal/wait"
 )
 
 // Mutation is a typed write: Do sends a request with a JSON body of type B
@@ -274,11 +275,7 @@ func (m *Mutation[P, B, R]) send(ctx context.Context, u string, payload []byte) 
 		c.retries.Add(1)
 		delay := m.retryDelay(failures-1, err)
 		c.cfg.logger.Debug("qcache: retrying mutation", "mutation", m.name, "attempt", failures+1, "delay", delay, "err", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-rctx.Done():
-			t.Stop()
+		if !wait.Sleep(rctx, delay) {
 			if closed() {
 				return zero, ErrClosed
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/qcache-go/qcache/internal/backoff"
+	"github.com/qcache-go/qcache/internal/wait"
 )
 
 // ErrWSNotConnected is returned by WSStream.Send while the stream has no
@@ -248,14 +249,7 @@ func (s *WSStream) delay(failures int, retryAfter time.Duration) time.Duration {
 }
 
 func (s *WSStream) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-s.ctx.Done():
-		return false
-	}
+	return wait.Sleep(s.ctx, d)
 }
 
 // serve runs one link: OnConnect, the resync, then the read loop until the
@@ -367,9 +361,9 @@ func (s *WSStream) linkError(err error) error {
 // when a pong does not come (returning why), and closes the link with a
 // close frame when the stream ends.
 func (s *WSStream) watch(conn *websocket.Conn, linkDone <-chan struct{}) error {
-	var tick <-chan time.Time
+	var tick <-chan struct{}
 	if s.cfg.pingInterval > 0 {
-		t := time.NewTicker(s.cfg.pingInterval)
+		t := wait.NewTicker(s.cfg.pingInterval)
 		defer t.Stop()
 		tick = t.C
 	}

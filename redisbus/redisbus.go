@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/qcache-go/qcache"
+	"github.com/qcache-go/qcache/internal/wait"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -154,11 +155,7 @@ func (b *Bus) Subscribe(ctx context.Context, s qcache.Subscriber) error {
 		b.report(fmt.Errorf("redisbus: subscription to %q lost: %w", b.cfg.channel, err))
 		d := b.delay(failures)
 		failures++
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !wait.Sleep(ctx, d) {
 			return nil
 		}
 	}
