@@ -237,6 +237,12 @@ func (e *entry[P, T]) turnStale(gen uint64) {
 // focus, reconnect).
 func (e *entry[P, T]) joinLocked(detached bool) *fetchOp[T] {
 	if op := e.inflight; op != nil {
+		if op.ctx.Err() != nil {
+			// Cancelled (its last waiter left, or Cancel) but not settled
+			// yet: it will bring no data, so wait for the fetch that starts
+			// when it settles.
+			return e.refetchLocked(detached)
+		}
 		e.q.c.dedup.Add(1)
 		op.add(detached)
 		return op

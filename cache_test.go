@@ -334,6 +334,38 @@ func TestCallerContextEndsItsOwnWait(t *testing.T) {
 	})
 }
 
+// TestGetAfterAnAbandonedFetchGetsData: the last waiter left, so the fetch
+// was cancelled, but the upstream notices only later. A Get in between must
+// not join the cancelled fetch (and get its "context canceled"): it gets a
+// fetch that starts when the cancelled one settles.
+func TestGetAfterAnAbandonedFetchGetsData(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(func(ctx context.Context, n int, p string) (string, error) {
+			time.Sleep(time.Second) // an upstream that notices cancellation late
+			if err := ctx.Err(); err != nil {
+				return "", err
+			}
+			return value(n, p), nil
+		})
+		_, q := newFuncQuery(t, src)
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		_, err := q.Get(ctx, "a")
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+
+		time.Sleep(100 * time.Millisecond)
+		asked := time.Now()
+		v, err := q.Get(context.Background(), "a")
+		require.NoError(t, err)
+		assert.Equal(t, "v2:a", v)
+		assert.Equal(t, 1800*time.Millisecond, time.Since(asked), "the cancelled fetch settles at 1 s, the next one takes 1 s")
+		assert.Equal(t, secs(0, 1), src.starts())
+		st := q.c.Stats()
+		assert.EqualValues(t, 1, st.FetchCancelled)
+		assert.EqualValues(t, 1, st.FetchSuccesses)
+	})
+}
+
 func TestFetchGoesOnWhileSomeoneWaits(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newSource(slowValue(5 * time.Second))
