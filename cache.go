@@ -143,7 +143,7 @@ func (e *entry[P, T]) setLocked(mut func(*State[T]), fresh int) {
 	if e.live != nil {
 		e.live.lastChange = time.Now()
 	}
-	e.notifyLocked()
+	e.notifyLocked(true)
 }
 
 // succeed records data that landed at now, from a fetch or SetData.
@@ -172,14 +172,14 @@ func (e *entry[P, T]) stateLocked() State[T] {
 	return s
 }
 
-func (e *entry[P, T]) notifyLocked() {
+func (e *entry[P, T]) notifyLocked(changed bool) {
 	obs := e.observersLocked()
 	if len(obs) == 0 {
 		return
 	}
 	s := e.stateLocked()
 	for _, o := range obs {
-		o.deliver(s)
+		o.deliver(s, changed)
 	}
 }
 
@@ -227,7 +227,7 @@ func (e *entry[P, T]) turnStale(gen uint64) {
 	}
 	e.fresh.Store(false)
 	e.live.staleTimer = nil
-	e.notifyLocked()
+	e.notifyLocked(false)
 }
 
 // ---------- fetching ----------

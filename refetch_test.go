@@ -45,6 +45,37 @@ func TestPolling(t *testing.T) {
 	})
 }
 
+// TestPollingCountsFromEveryChange: SetData moves the next tick to one
+// interval after it, and a change never restarts polling that options
+// switched off.
+func TestPollingCountsFromEveryChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(time.Second))
+		_, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "a", RefetchInterval(5*time.Second))
+		defer o.Close()
+		time.Sleep(3 * time.Second)
+		q.SetData("a", "pushed") // the tick due at 6 s moves to 8 s
+		time.Sleep(7500 * time.Millisecond)
+		assert.Equal(t, secs(0, 8), src.starts())
+
+		o.SetOptions(RefetchInterval(0)) // 10.5 s
+		time.Sleep(time.Second)
+		q.SetData("a", "pushed again")
+		time.Sleep(20 * time.Second)
+		assert.Equal(t, secs(0, 8), src.starts(), "polling switched off stays off")
+
+		o.SetOptions(Enabled(false), RefetchInterval(5*time.Second)) // 31.5 s
+		q.SetData("a", "and again")
+		time.Sleep(20 * time.Second)
+		assert.Equal(t, secs(0, 8), src.starts(), "a disabled observer does not poll")
+
+		o.SetOptions(Enabled(true)) // 51.5 s: fetches on mount, settles at 52.5
+		time.Sleep(7 * time.Second)
+		assert.Equal(t, secs(0, 8, 51.5, 57.5), src.starts())
+	})
+}
+
 func TestObserversOfOneEntryShareOneFetchPerInterval(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newSource(slowValue(100 * time.Millisecond))
