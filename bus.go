@@ -424,7 +424,7 @@ func (e *entry[P, T]) setJSON(data []byte) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.gone.Load() {
+	if !e.isGone() {
 		e.setDataLocked(v)
 	}
 	return nil

@@ -42,10 +42,13 @@ type entry[P comparable, T any] struct {
 	key Key
 
 	// Read without the lock, on the hit path.
-	fresh   atomic.Bool              // data present, not invalidated, younger than StaleTime
-	gone    atomic.Bool              // removed (set under mu): lookups skip it
-	snap    atomic.Pointer[State[T]] // the state, replaced whole under mu on every change (IsStale not set)
-	lastUse atomic.Uint64            // client.useClock when last used, for LRU eviction
+	flags atomic.Uint32 // flagFresh and flagGone
+	// gcQueued is the entry's place in the client's gc queue, guarded by the
+	// queue. It sits beside flags so that the two fill one word: the entry
+	// then fits the 144-byte size class instead of the 160-byte one.
+	gcQueued int32
+	snap     atomic.Pointer[State[T]] // the state, replaced whole under mu on every change (IsStale not set)
+	lastUse  atomic.Uint64            // client.useClock when last used, for LRU eviction
 
 	mu         sync.Mutex
 	seq        uint64 // advanced by every fetch start, invalidation, SetData and reset
@@ -56,7 +59,24 @@ type entry[P comparable, T any] struct {
 	inflight   *fetchOp[T]
 	live       *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
 	gcAt       time.Duration // when gc removes the entry, as the gc queue counts; 0 while it is not due
-	gcQueued   int32         // the entry's place in the client's gc queue, guarded by the queue
+}
+
+// Bits of entry.flags.
+const (
+	flagFresh uint32 = 1 << iota // data present, not invalidated, younger than StaleTime
+	flagGone                     // removed (set under mu, never cleared): lookups skip it
+)
+
+func (e *entry[P, T]) isFresh() bool { return e.flags.Load()&flagFresh != 0 }
+func (e *entry[P, T]) isGone() bool  { return e.flags.Load()&flagGone != 0 }
+func (e *entry[P, T]) markGone()     { e.flags.Or(flagGone) }
+
+func (e *entry[P, T]) setFresh(fresh bool) {
+	if fresh {
+		e.flags.Or(flagFresh)
+	} else {
+		e.flags.And(^flagFresh)
+	}
 }
 
 // entryLive holds what only some entries need: those with observers, an
@@ -168,7 +188,7 @@ func (e *entry[P, T]) setDataLocked(v T) {
 // stateLocked returns the state with IsStale filled in.
 func (e *entry[P, T]) stateLocked() State[T] {
 	s := *e.snap.Load()
-	s.IsStale = !e.fresh.Load()
+	s.IsStale = !e.isFresh()
 	return s
 }
 
@@ -187,10 +207,10 @@ func (e *entry[P, T]) markFreshLocked() {
 	e.stopStaleTimerLocked()
 	st := e.q.cfg.staleTime
 	if st <= 0 || !e.snap.Load().HasData {
-		e.fresh.Store(false)
+		e.setFresh(false)
 		return
 	}
-	e.fresh.Store(true)
+	e.setFresh(true)
 	if st == Forever {
 		return
 	}
@@ -201,7 +221,7 @@ func (e *entry[P, T]) markFreshLocked() {
 
 func (e *entry[P, T]) markStaleLocked() {
 	e.stopStaleTimerLocked()
-	e.fresh.Store(false)
+	e.setFresh(false)
 }
 
 // stopStaleTimerLocked stops the timer that would turn the data stale, and
@@ -222,10 +242,10 @@ func (e *entry[P, T]) stopStaleTimerLocked() {
 func (e *entry[P, T]) turnStale(gen uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if gen != e.live.freshGen || !e.fresh.Load() {
+	if gen != e.live.freshGen || !e.isFresh() {
 		return
 	}
-	e.fresh.Store(false)
+	e.setFresh(false)
 	e.live.staleTimer = nil
 	e.notifyLocked(false)
 }
@@ -529,7 +549,7 @@ func (e *entry[P, T]) hasEnabledObserverLocked() bool {
 func (e *entry[P, T]) invalidate(rt RefetchType) func(context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.gone.Load() {
+	if e.isGone() {
 		return nil
 	}
 	e.seq++
@@ -554,7 +574,7 @@ func (e *entry[P, T]) invalidate(rt RefetchType) func(context.Context) error {
 func (e *entry[P, T]) refetch() func(context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.gone.Load() {
+	if e.isGone() {
 		return nil
 	}
 	return e.waitFunc(e.refetchLocked(true))
@@ -591,7 +611,7 @@ func (e *entry[P, T]) abortFetch(cause error) {
 func (e *entry[P, T]) remove() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.gone.Load() {
+	if e.isGone() {
 		return
 	}
 	if len(e.observersLocked()) == 0 {
@@ -610,7 +630,7 @@ func (e *entry[P, T]) remove() {
 func (e *entry[P, T]) removeLocked() {
 	e.markStaleLocked()
 	e.stopGCLocked()
-	e.gone.Store(true)
+	e.markGone()
 	if e.q.entries.compareAndDelete(e.p, e) {
 		e.q.c.entries.Add(-1)
 	}
@@ -623,7 +643,7 @@ func (e *entry[P, T]) evictable() bool {
 }
 
 func (e *entry[P, T]) evictableLocked() bool {
-	return !e.gone.Load() && len(e.observersLocked()) == 0 && e.inflight == nil && e.followUpLocked() == nil
+	return !e.isGone() && len(e.observersLocked()) == 0 && e.inflight == nil && e.followUpLocked() == nil
 }
 
 func (e *entry[P, T]) evict() bool {

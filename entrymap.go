@@ -36,7 +36,7 @@ func (m *entryMap[P, T]) readOnly() readMap[P, T] {
 // load returns p's entry, or nil.
 func (m *entryMap[P, T]) load(p P) *entry[P, T] {
 	r := m.readOnly()
-	if e := r.m[p]; e != nil && !e.gone.Load() {
+	if e := r.m[p]; e != nil && !e.isGone() {
 		return e
 	}
 	if !r.amended {
@@ -45,7 +45,7 @@ func (m *entryMap[P, T]) load(p P) *entry[P, T] {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r = m.readOnly()
-	if e := r.m[p]; e != nil && !e.gone.Load() {
+	if e := r.m[p]; e != nil && !e.isGone() {
 		return e
 	}
 	if !r.amended {
@@ -53,7 +53,7 @@ func (m *entryMap[P, T]) load(p P) *entry[P, T] {
 	}
 	e := m.dirty[p]
 	m.missLocked()
-	if e != nil && e.gone.Load() {
+	if e != nil && e.isGone() {
 		return nil
 	}
 	return e
@@ -68,11 +68,11 @@ func (m *entryMap[P, T]) loadOrStore(p P, e *entry[P, T]) (actual *entry[P, T], 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.readOnly()
-	if old := r.m[p]; old != nil && !old.gone.Load() {
+	if old := r.m[p]; old != nil && !old.isGone() {
 		return old, true
 	}
 	if r.amended {
-		if old := m.dirty[p]; old != nil && !old.gone.Load() {
+		if old := m.dirty[p]; old != nil && !old.isGone() {
 			return old, true
 		}
 	} else {
@@ -106,7 +106,7 @@ func (m *entryMap[P, T]) compareAndDelete(p P, e *entry[P, T]) bool {
 func (m *entryMap[P, T]) dirtyLocked(r readMap[P, T]) {
 	m.dirty = make(map[P]*entry[P, T], len(r.m)+1)
 	for p, e := range r.m {
-		if !e.gone.Load() {
+		if !e.isGone() {
 			m.dirty[p] = e
 		}
 	}
@@ -140,7 +140,7 @@ func (m *entryMap[P, T]) each(yield func(*entry[P, T]) bool) {
 		m.mu.Unlock()
 	}
 	for _, e := range r.m {
-		if !e.gone.Load() && !yield(e) {
+		if !e.isGone() && !yield(e) {
 			return
 		}
 	}

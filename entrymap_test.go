@@ -26,7 +26,7 @@ func TestEntryMap(t *testing.T) {
 	assert.Same(t, e1, m.readOnly().m[1], "promoted")
 
 	assert.False(t, m.compareAndDelete(1, mk(1)), "another entry")
-	e1.gone.Store(true)
+	e1.markGone()
 	assert.True(t, m.compareAndDelete(1, e1))
 	assert.Nil(t, m.load(1))
 	e1b := mk(1)
@@ -49,7 +49,7 @@ func TestEntryMapConcurrent(t *testing.T) {
 				e, _ := m.loadOrStore(p, &entry[int, int]{p: p})
 				require.Equal(t, p, e.p)
 				if i%5 == 0 {
-					e.gone.Store(true)
+					e.markGone()
 					m.compareAndDelete(p, e)
 				}
 				if got := m.load(p); got != nil {
@@ -67,13 +67,13 @@ func TestEntryMapConcurrent(t *testing.T) {
 	seen := map[int]bool{}
 	m.each(func(e *entry[int, int]) bool {
 		assert.False(t, seen[e.p], "each key once")
-		assert.False(t, e.gone.Load(), "deleted entries are not seen")
+		assert.False(t, e.isGone(), "deleted entries are not seen")
 		seen[e.p] = true
 		return true
 	})
 	for p := range keys {
 		if e := m.load(p); e != nil {
-			assert.False(t, e.gone.Load(), "deleted entries are not loaded")
+			assert.False(t, e.isGone(), "deleted entries are not loaded")
 			assert.True(t, seen[p])
 		} else {
 			assert.False(t, seen[p])

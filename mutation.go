@@ -345,7 +345,7 @@ func OptimisticUpdate[P comparable, T any](q *Query[P, T], p P, f func(old T, ok
 		e.mu.Unlock()
 		v := f(old, had)
 		e.mu.Lock()
-		if e.gone.Load() || e.dataVer != ver {
+		if e.isGone() || e.dataVer != ver {
 			e.mu.Unlock()
 			continue
 		}
@@ -356,7 +356,7 @@ func OptimisticUpdate[P comparable, T any](q *Query[P, T], p P, f func(old T, ok
 		return func() {
 			once.Do(func() {
 				e.mu.Lock()
-				if e.gone.Load() || e.dataVer != mine || q.c.closed.Load() {
+				if e.isGone() || e.dataVer != mine || q.c.closed.Load() {
 					e.mu.Unlock()
 					return
 				}

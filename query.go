@@ -201,7 +201,7 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 			}
 		}
 		e.mu.Lock()
-		if !e.gone.Load() {
+		if !e.isGone() {
 			return e, nil
 		}
 		e.mu.Unlock()
@@ -218,7 +218,7 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 // A Get of fresh data does not allocate and takes no lock.
 func (q *Query[P, T]) Get(ctx context.Context, p P) (T, error) {
 	if e := q.entries.readOnly().m[p]; e != nil {
-		if e.fresh.Load() && !q.c.closed.Load() {
+		if e.isFresh() && !q.c.closed.Load() {
 			q.c.hits.add()
 			e.touch()
 			return e.snap.Load().Data, nil
@@ -234,7 +234,7 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 		return zero, err
 	}
 	c := q.c
-	if e.fresh.Load() {
+	if e.isFresh() {
 		data := e.snap.Load().Data
 		e.mu.Unlock()
 		c.hits.add()
@@ -277,7 +277,7 @@ func (q *Query[P, T]) Prefetch(p P) {
 		q.c.cfg.logger.Debug("qcache: prefetch", "query", q.name, "err", err)
 		return
 	}
-	if !e.fresh.Load() {
+	if !e.isFresh() {
 		e.joinLocked(true)
 	}
 	e.mu.Unlock()
@@ -333,7 +333,7 @@ func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
 		e.mu.Unlock()
 		v := f(old, ok)
 		e.mu.Lock()
-		if !e.gone.Load() && e.dataVer == ver {
+		if !e.isGone() && e.dataVer == ver {
 			e.setDataLocked(v)
 			e.mu.Unlock()
 			q.publishSetData(e.key, v)

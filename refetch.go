@@ -440,14 +440,14 @@ func (e *entry[P, T]) observedState() (State[T], time.Time) {
 func (e *entry[P, T]) autoFetch() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.gone.Load() {
+	if !e.isGone() {
 		e.joinLocked(true)
 	}
 }
 
 func (e *entry[P, T]) explicitFetch(ctx context.Context) (T, error) {
 	e.mu.Lock()
-	if e.gone.Load() {
+	if e.isGone() {
 		e.mu.Unlock()
 		var zero T
 		return zero, ErrClosed
