@@ -69,7 +69,9 @@ const (
 
 func (e *entry[P, T]) isFresh() bool { return e.flags.Load()&flagFresh != 0 }
 func (e *entry[P, T]) isGone() bool  { return e.flags.Load()&flagGone != 0 }
-func (e *entry[P, T]) markGone()     { e.flags.Or(flagGone) }
+
+// markGone sets flagGone and reports whether it was not set before.
+func (e *entry[P, T]) markGone() bool { return e.flags.Or(flagGone)&flagGone == 0 }
 
 func (e *entry[P, T]) setFresh(fresh bool) {
 	if fresh {
@@ -630,8 +632,8 @@ func (e *entry[P, T]) remove() {
 func (e *entry[P, T]) removeLocked() {
 	e.markStaleLocked()
 	e.stopGCLocked()
-	e.markGone()
-	if e.q.entries.compareAndDelete(e.p, e) {
+	if e.markGone() { // once per entry, whoever removes it
+		e.q.entries.delete(e.p, e)
 		e.q.c.entries.Add(-1)
 	}
 }

@@ -7,25 +7,33 @@ import (
 
 // entryMap maps a query's parameter values to their entries. Lookups take
 // no lock and write no shared memory: they read an immutable Go map
-// published through an atomic pointer, hashed with P's own hash function.
-// Inserts and deletes go to a dirty copy under a mutex, which replaces the
-// read map once as many lookups have missed it as it holds entries, so the
-// copying is paid for by the misses. (This is the scheme sync.Map used
-// before Go 1.24, with typed keys: hashing P through an interface, as
-// sync.Map does, costs more than the rest of a hit.)
+// published through an atomic pointer, hashed with P's own hash function
+// (hashing P through an interface, as sync.Map does, costs more than the
+// rest of a hit).
+//
+// Writes go under a mutex. A new entry goes to a side map of the entries
+// the read map lacks; a deleted entry (always marked gone first, so that
+// lookups skip it) leaves the side map, or stays in the read map until the
+// next merge. A merge builds a new read map from the live entries of both.
+// It runs once as many lookups have missed the read map as the two maps
+// hold, or once half the read map is deleted entries, so its copying is
+// paid for by the misses and deletes before it. Every entry is in one map
+// only: unlike the dirty copy of sync.Map's scheme before Go 1.24, the side
+// map does not repeat the read map, which halves the maps' memory.
 type entryMap[P comparable, T any] struct {
-	read   atomic.Pointer[readMap[P, T]]
-	mu     sync.Mutex
-	dirty  map[P]*entry[P, T] // nil while read holds every entry
-	misses int
+	read    atomic.Pointer[readMap[P, T]]
+	mu      sync.Mutex
+	added   map[P]*entry[P, T] // entries the read map lacks; nil when none
+	deleted int                // entries of the read map deleted since it was built
+	misses  int                // lookups that went past the read map to added
 }
 
 type readMap[P comparable, T any] struct {
 	m       map[P]*entry[P, T]
-	amended bool // dirty holds entries that m lacks, or lacks entries that m holds
+	amended bool // added holds entries
 }
 
-// readOnly returns the read map; a nil map before the first promotion.
+// readOnly returns the read map; a nil map before the first merge.
 func (m *entryMap[P, T]) readOnly() readMap[P, T] {
 	if r := m.read.Load(); r != nil {
 		return *r
@@ -51,7 +59,7 @@ func (m *entryMap[P, T]) load(p P) *entry[P, T] {
 	if !r.amended {
 		return nil
 	}
-	e := m.dirty[p]
+	e := m.added[p]
 	m.missLocked()
 	if e != nil && e.isGone() {
 		return nil
@@ -71,59 +79,66 @@ func (m *entryMap[P, T]) loadOrStore(p P, e *entry[P, T]) (actual *entry[P, T], 
 	if old := r.m[p]; old != nil && !old.isGone() {
 		return old, true
 	}
-	if r.amended {
-		if old := m.dirty[p]; old != nil && !old.isGone() {
-			return old, true
-		}
-	} else {
-		m.dirtyLocked(r)
+	if old := m.added[p]; old != nil && !old.isGone() {
+		return old, true
 	}
-	m.dirty[p] = e
+	if m.added == nil {
+		m.added = make(map[P]*entry[P, T])
+	}
+	m.added[p] = e // over a gone entry, if any: its delete finds it replaced
+	if !r.amended {
+		m.read.Store(&readMap[P, T]{m: r.m, amended: true})
+	}
 	return e, false
 }
 
-// compareAndDelete deletes p's entry if it is e. The caller has marked e
-// gone, so that lookups of the read map skip it meanwhile.
-func (m *entryMap[P, T]) compareAndDelete(p P, e *entry[P, T]) bool {
+// delete removes e, p's entry, which the caller has marked gone. It is
+// called once per entry.
+func (m *entryMap[P, T]) delete(p P, e *entry[P, T]) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.readOnly()
-	if !r.amended {
-		if r.m[p] != e {
-			return false
+	if m.added[p] == e {
+		delete(m.added, p)
+		if len(m.added) == 0 {
+			m.added = nil
+			m.read.Store(&readMap[P, T]{m: r.m})
 		}
-		m.dirtyLocked(r) // leaves e out: it is gone
-		return true
+		return
 	}
-	if m.dirty[p] != e {
-		return false
-	}
-	delete(m.dirty, p)
-	return true
-}
-
-// dirtyLocked starts a dirty copy of the read map and marks it amended.
-func (m *entryMap[P, T]) dirtyLocked(r readMap[P, T]) {
-	m.dirty = make(map[P]*entry[P, T], len(r.m)+1)
-	for p, e := range r.m {
-		if !e.isGone() {
-			m.dirty[p] = e
+	if r.m[p] == e {
+		m.deleted++
+		if 2*m.deleted >= len(r.m) {
+			m.mergeLocked()
 		}
 	}
-	m.read.Store(&readMap[P, T]{m: r.m, amended: true})
 }
 
 func (m *entryMap[P, T]) missLocked() {
 	m.misses++
-	if m.misses < len(m.dirty) {
+	if m.misses < len(m.readOnly().m)+len(m.added) {
 		return
 	}
-	m.promoteLocked()
+	m.mergeLocked()
 }
 
-func (m *entryMap[P, T]) promoteLocked() {
-	m.read.Store(&readMap[P, T]{m: m.dirty})
-	m.dirty = nil
+// mergeLocked publishes a read map of every live entry.
+func (m *entryMap[P, T]) mergeLocked() {
+	r := m.readOnly()
+	merged := make(map[P]*entry[P, T], len(r.m)-m.deleted+len(m.added))
+	for p, e := range r.m {
+		if !e.isGone() {
+			merged[p] = e
+		}
+	}
+	for p, e := range m.added {
+		if !e.isGone() {
+			merged[p] = e
+		}
+	}
+	m.read.Store(&readMap[P, T]{m: merged})
+	m.added = nil
+	m.deleted = 0
 	m.misses = 0
 }
 
@@ -134,7 +149,7 @@ func (m *entryMap[P, T]) each(yield func(*entry[P, T]) bool) {
 	if r.amended {
 		m.mu.Lock()
 		if r = m.readOnly(); r.amended {
-			m.promoteLocked()
+			m.mergeLocked()
 			r = m.readOnly()
 		}
 		m.mu.Unlock()
