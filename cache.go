@@ -47,8 +47,8 @@ type entry[P comparable, T any] struct {
 	// queue. It sits beside flags so that the two fill one word: the entry
 	// then fits the 144-byte size class instead of the 160-byte one.
 	gcQueued int32
-	snap     atomic.Pointer[State[T]] // the state, replaced whole under mu on every change (IsStale not set)
-	lastUse  atomic.Uint64            // client.useClock when last used, for LRU eviction
+	snap     atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change
+	lastUse  atomic.Uint64               // client.useClock when last used, for LRU eviction
 
 	mu         sync.Mutex
 	seq        uint64 // advanced by every fetch start, invalidation, SetData and reset
@@ -130,7 +130,7 @@ type fetchOp[T any] struct {
 
 func newEntry[P comparable, T any](q *Query[P, T], p P, key Key) *entry[P, T] {
 	e := &entry[P, T]{q: q, p: p, key: key}
-	e.snap.Store(&State[T]{})
+	e.snap.Store(&snapshot[T]{})
 	return e
 }
 
@@ -156,9 +156,9 @@ func (e *entry[P, T]) setLocked(mut func(*State[T]), fresh int) {
 	if fresh == makeStale {
 		e.markStaleLocked()
 	}
-	s := *e.snap.Load()
+	s := e.snap.Load().state()
 	mut(&s)
-	e.snap.Store(&s)
+	e.snap.Store(snapshotOf(&s))
 	if fresh == makeFresh {
 		e.markFreshLocked()
 	}
@@ -189,7 +189,7 @@ func (e *entry[P, T]) setDataLocked(v T) {
 
 // stateLocked returns the state with IsStale filled in.
 func (e *entry[P, T]) stateLocked() State[T] {
-	s := *e.snap.Load()
+	s := e.snap.Load().state()
 	s.IsStale = !e.isFresh()
 	return s
 }
@@ -208,7 +208,7 @@ func (e *entry[P, T]) notifyLocked(changed bool) {
 func (e *entry[P, T]) markFreshLocked() {
 	e.stopStaleTimerLocked()
 	st := e.q.cfg.staleTime
-	if st <= 0 || !e.snap.Load().HasData {
+	if st <= 0 || !e.snap.Load().hasData {
 		e.setFresh(false)
 		return
 	}
@@ -300,7 +300,7 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 	e.seq++
 	op.startSeq = e.seq
 	op.ctx, op.cancel = context.WithCancelCause(context.Background()) // Client.Close cancels it through abortFetch
-	op.prevFail = e.snap.Load().FailureCount
+	op.prevFail = int(e.snap.Load().failureCount)
 	e.inflight = op
 	e.stopGCLocked()
 	status := Fetching
@@ -359,7 +359,7 @@ func (e *entry[P, T]) waitOnline(op *fetchOp[T]) error {
 		return nil
 	}
 	e.mu.Lock()
-	if e.inflight == op && e.snap.Load().FetchStatus != FetchPaused {
+	if e.inflight == op && FetchStatus(e.snap.Load().fetchStatus) != FetchPaused {
 		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchPaused }, keepFresh)
 	}
 	e.mu.Unlock()
@@ -421,7 +421,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchIdle }, keepFresh)
 	case e.setDataSeq > op.startSeq:
 		// SetData wins over every fetch that started before it.
-		op.data = e.snap.Load().Data
+		op.data = e.snap.Load().data
 		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchIdle }, keepFresh)
 	case err != nil:
 		op.err = e.wrapErr(err)

@@ -341,7 +341,7 @@ func OptimisticUpdate[P comparable, T any](q *Query[P, T], p P, f func(old T, ok
 			return func() {}
 		}
 		cur := e.snap.Load()
-		old, had, ver := cur.Data, cur.HasData, e.dataVer
+		old, had, ver := cur.data, cur.hasData, e.dataVer
 		e.mu.Unlock()
 		v := f(old, had)
 		e.mu.Lock()

@@ -221,7 +221,7 @@ func (q *Query[P, T]) Get(ctx context.Context, p P) (T, error) {
 		if e.isFresh() && !q.c.closed.Load() {
 			q.c.hits.add()
 			e.touch()
-			return e.snap.Load().Data, nil
+			return e.snap.Load().data, nil
 		}
 	}
 	return q.getSlow(ctx, p)
@@ -235,13 +235,13 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 	}
 	c := q.c
 	if e.isFresh() {
-		data := e.snap.Load().Data
+		data := e.snap.Load().data
 		e.mu.Unlock()
 		c.hits.add()
 		return data, nil
 	}
-	if cur := e.snap.Load(); q.cfg.swr && cur.HasData {
-		data := cur.Data
+	if cur := e.snap.Load(); q.cfg.swr && cur.hasData {
+		data := cur.data
 		e.joinLocked(true)
 		e.mu.Unlock()
 		c.hits.add()
@@ -287,7 +287,7 @@ func (q *Query[P, T]) Prefetch(p P) {
 func (q *Query[P, T]) Peek(p P) (T, bool) {
 	if e := q.lookup(p); e != nil {
 		s := e.snap.Load()
-		return s.Data, s.HasData
+		return s.data, s.hasData
 	}
 	var zero T
 	return zero, false
@@ -329,7 +329,7 @@ func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
 			return
 		}
 		cur := e.snap.Load()
-		old, ok, ver := cur.Data, cur.HasData, e.dataVer
+		old, ok, ver := cur.data, cur.hasData, e.dataVer
 		e.mu.Unlock()
 		v := f(old, ok)
 		e.mu.Lock()

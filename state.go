@@ -1,6 +1,9 @@
 package qcache
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Status says whether an entry holds data, an error, or neither yet.
 type Status int
@@ -71,3 +74,58 @@ func (s State[T]) IsLoading() bool { return s.FetchStatus == Fetching && s.Statu
 // IsRefetching reports whether a fetch is running for an entry that already
 // settled once (with data or an error).
 func (s State[T]) IsRefetching() bool { return s.FetchStatus == Fetching && s.Status != StatusPending }
+
+// snapshot is a State as an entry keeps it, published whole on every
+// change so that hits read it without a lock. It is State in fewer bytes:
+// small integers for the counts and enums, and the error and its time in
+// a box that only entries that ever failed have. For a string T it takes
+// a 64-byte allocation instead of State's 128; one is kept per entry.
+// IsStale is not kept: it comes from the entry's fresh flag.
+type snapshot[T any] struct {
+	data          T
+	dataUpdatedAt time.Time
+	failed        *failure // nil until a fetch of the entry first failed
+	failureCount  int32
+	status        uint8 // a Status
+	fetchStatus   uint8 // a FetchStatus
+	hasData       bool
+	invalidated   bool
+}
+
+// failure is the error part of a snapshot.
+type failure struct {
+	err error
+	at  time.Time
+}
+
+func (n *snapshot[T]) state() State[T] {
+	s := State[T]{
+		Data:          n.data,
+		HasData:       n.hasData,
+		Status:        Status(n.status),
+		FetchStatus:   FetchStatus(n.fetchStatus),
+		DataUpdatedAt: n.dataUpdatedAt,
+		FailureCount:  int(n.failureCount),
+		IsInvalidated: n.invalidated,
+	}
+	if n.failed != nil {
+		s.Err, s.ErrorUpdatedAt = n.failed.err, n.failed.at
+	}
+	return s
+}
+
+func snapshotOf[T any](s *State[T]) *snapshot[T] {
+	n := &snapshot[T]{
+		data:          s.Data,
+		dataUpdatedAt: s.DataUpdatedAt,
+		failureCount:  int32(min(s.FailureCount, math.MaxInt32)),
+		status:        uint8(s.Status),
+		fetchStatus:   uint8(s.FetchStatus),
+		hasData:       s.HasData,
+		invalidated:   s.IsInvalidated,
+	}
+	if s.Err != nil || !s.ErrorUpdatedAt.IsZero() {
+		n.failed = &failure{err: s.Err, at: s.ErrorUpdatedAt}
+	}
+	return n
+}
