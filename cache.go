@@ -152,13 +152,13 @@ const (
 // setLocked is the one place that changes the state: it applies mut,
 // publishes the result for lock-free readers, updates freshness and tells
 // the observers.
-func (e *entry[P, T]) setLocked(mut func(*State[T]), fresh int) {
+func (e *entry[P, T]) setLocked(mut func(*snapshot[T]), fresh int) {
 	if fresh == makeStale {
 		e.markStaleLocked()
 	}
-	s := e.snap.Load().state()
-	mut(&s)
-	e.snap.Store(snapshotOf(&s))
+	n := *e.snap.Load()
+	mut(&n)
+	e.snap.Store(&n)
 	if fresh == makeFresh {
 		e.markFreshLocked()
 	}
@@ -168,23 +168,13 @@ func (e *entry[P, T]) setLocked(mut func(*State[T]), fresh int) {
 	e.notifyLocked(true)
 }
 
-// succeed records data that landed at now, from a fetch or SetData.
-func (s *State[T]) succeed(data T, now time.Time, invalidated bool) {
-	s.Data, s.HasData = data, true
-	s.DataUpdatedAt = now
-	s.Status = StatusSuccess
-	s.Err = nil
-	s.FailureCount = 0
-	s.IsInvalidated = invalidated
-}
-
 // setDataLocked stores v as fresh data, winning over every fetch in flight.
 func (e *entry[P, T]) setDataLocked(v T) {
 	e.seq++
 	e.setDataSeq = e.seq
 	e.dataVer++
 	now := time.Now()
-	e.setLocked(func(s *State[T]) { s.succeed(v, now, false) }, makeFresh)
+	e.setLocked(func(s *snapshot[T]) { s.succeed(v, now, false) }, makeFresh)
 }
 
 // stateLocked returns the state with IsStale filled in.
@@ -307,7 +297,7 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 	if !c.online.Load() {
 		status = FetchPaused
 	}
-	e.setLocked(func(s *State[T]) { s.FetchStatus = status; s.FailureCount = 0 }, keepFresh)
+	e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(status); s.failureCount = 0 }, keepFresh)
 	c.fetches.Add(1)
 	if !c.goroutine(func() { e.run(op) }) {
 		op.cancel(ErrClosed)
@@ -360,7 +350,7 @@ func (e *entry[P, T]) waitOnline(op *fetchOp[T]) error {
 	}
 	e.mu.Lock()
 	if e.inflight == op && FetchStatus(e.snap.Load().fetchStatus) != FetchPaused {
-		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchPaused }, keepFresh)
+		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchPaused) }, keepFresh)
 	}
 	e.mu.Unlock()
 	select {
@@ -370,7 +360,7 @@ func (e *entry[P, T]) waitOnline(op *fetchOp[T]) error {
 	}
 	e.mu.Lock()
 	if e.inflight == op {
-		e.setLocked(func(s *State[T]) { s.FetchStatus = Fetching }, keepFresh)
+		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(Fetching) }, keepFresh)
 	}
 	e.mu.Unlock()
 	return nil
@@ -380,7 +370,7 @@ func (e *entry[P, T]) noteFailure(op *fetchOp[T], failures int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.inflight == op {
-		e.setLocked(func(s *State[T]) { s.FailureCount = failures }, keepFresh)
+		e.setLocked(func(s *snapshot[T]) { s.failureCount = int32(failures) }, keepFresh)
 	}
 }
 
@@ -413,25 +403,24 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 			op.err = fmt.Errorf("qcache: fetch %s: %w", e.key, err)
 		}
 		prev := op.prevFail
-		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchIdle; s.FailureCount = prev }, keepFresh)
+		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle); s.failureCount = int32(prev) }, keepFresh)
 	case op.startSeq <= e.resetSeq:
 		// The entry was removed while this fetch ran: the result goes to its
 		// own waiters only.
 		op.data, op.err = data, e.wrapErr(err)
-		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchIdle }, keepFresh)
+		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle) }, keepFresh)
 	case e.setDataSeq > op.startSeq:
 		// SetData wins over every fetch that started before it.
 		op.data = e.snap.Load().data
-		e.setLocked(func(s *State[T]) { s.FetchStatus = FetchIdle }, keepFresh)
+		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle) }, keepFresh)
 	case err != nil:
 		op.err = e.wrapErr(err)
 		now := time.Now()
-		e.setLocked(func(s *State[T]) {
-			s.FetchStatus = FetchIdle
-			s.Status = StatusError
-			s.Err = op.err
-			s.ErrorUpdatedAt = now
-			s.IsInvalidated = true
+		e.setLocked(func(s *snapshot[T]) {
+			s.fetchStatus = uint8(FetchIdle)
+			s.status = uint8(StatusError)
+			s.failed = &failure{err: op.err, at: now}
+			s.invalidated = true
 		}, makeStale)
 	default:
 		op.data = data
@@ -442,8 +431,8 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 		if invalidated {
 			fresh = makeStale
 		}
-		e.setLocked(func(s *State[T]) {
-			s.FetchStatus = FetchIdle
+		e.setLocked(func(s *snapshot[T]) {
+			s.fetchStatus = uint8(FetchIdle)
 			s.succeed(data, now, invalidated)
 		}, fresh)
 	}
@@ -556,7 +545,7 @@ func (e *entry[P, T]) invalidate(rt RefetchType) func(context.Context) error {
 	}
 	e.seq++
 	e.invalidSeq = e.seq
-	e.setLocked(func(s *State[T]) { s.IsInvalidated = true }, makeStale)
+	e.setLocked(func(s *snapshot[T]) { s.invalidated = true }, makeStale)
 	active := e.hasEnabledObserverLocked()
 	var refetch bool
 	switch rt {
@@ -623,7 +612,7 @@ func (e *entry[P, T]) remove() {
 	e.seq++
 	e.resetSeq = e.seq
 	e.dataVer++
-	e.setLocked(func(s *State[T]) { *s = State[T]{FetchStatus: s.FetchStatus} }, makeStale)
+	e.setLocked(func(s *snapshot[T]) { *s = snapshot[T]{fetchStatus: s.fetchStatus} }, makeStale)
 	if e.hasEnabledObserverLocked() {
 		e.refetchLocked(true)
 	}

@@ -1,9 +1,6 @@
 package qcache
 
-import (
-	"math"
-	"time"
-)
+import "time"
 
 // Status says whether an entry holds data, an error, or neither yet.
 type Status int
@@ -92,7 +89,8 @@ type snapshot[T any] struct {
 	invalidated   bool
 }
 
-// failure is the error part of a snapshot.
+// failure is the error part of a snapshot. It is never changed once made,
+// so the snapshots that follow share it.
 type failure struct {
 	err error
 	at  time.Time
@@ -114,18 +112,14 @@ func (n *snapshot[T]) state() State[T] {
 	return s
 }
 
-func snapshotOf[T any](s *State[T]) *snapshot[T] {
-	n := &snapshot[T]{
-		data:          s.Data,
-		dataUpdatedAt: s.DataUpdatedAt,
-		failureCount:  int32(min(s.FailureCount, math.MaxInt32)),
-		status:        uint8(s.Status),
-		fetchStatus:   uint8(s.FetchStatus),
-		hasData:       s.HasData,
-		invalidated:   s.IsInvalidated,
+// succeed records data that landed at now, from a fetch or SetData.
+func (n *snapshot[T]) succeed(data T, now time.Time, invalidated bool) {
+	n.data, n.hasData = data, true
+	n.dataUpdatedAt = now
+	n.status = uint8(StatusSuccess)
+	if n.failed != nil && n.failed.err != nil {
+		n.failed = &failure{at: n.failed.at} // the error goes; its time stays
 	}
-	if s.Err != nil || !s.ErrorUpdatedAt.IsZero() {
-		n.failed = &failure{err: s.Err, at: s.ErrorUpdatedAt}
-	}
-	return n
+	n.failureCount = 0
+	n.invalidated = invalidated
 }
