@@ -183,7 +183,7 @@ func (s *WSStream) run() {
 				return
 			}
 			s.report(err)
-			if !s.sleep(s.delay(failures, retryAfter)) {
+			if !wait.Sleep(s.ctx, s.delay(failures, retryAfter)) {
 				return
 			}
 			failures++
@@ -202,7 +202,7 @@ func (s *WSStream) run() {
 		if healthy {
 			failures = 0
 		}
-		if !s.sleep(s.delay(failures, 0)) {
+		if !wait.Sleep(s.ctx, s.delay(failures, 0)) {
 			return
 		}
 		failures++
@@ -246,10 +246,6 @@ func (s *WSStream) delay(failures int, retryAfter time.Duration) time.Duration {
 		d = min(retryAfter, hi)
 	}
 	return d
-}
-
-func (s *WSStream) sleep(d time.Duration) bool {
-	return wait.Sleep(s.ctx, d)
 }
 
 // serve runs one link: OnConnect, the resync, then the read loop until the
