@@ -55,18 +55,26 @@ func (g *gcQueue) schedule(e gcTarget, at time.Duration) {
 func (g *gcQueue) unschedule(e gcTarget) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	pos := *e.gcPos()
-	if pos == 0 {
-		return
+	if pos := *e.gcPos(); pos > 0 {
+		g.removeAtLocked(int(pos - 1))
 	}
-	i, last := int(pos-1), len(g.items)-1
-	g.swap(i, last)
+}
+
+// removeAtLocked takes the item at heap index i out and clears its place:
+// the last item moves into the hole, then sifts to where it belongs.
+func (g *gcQueue) removeAtLocked(i int) gcItem {
+	last := len(g.items) - 1
+	it := g.items[i]
+	if i != last {
+		g.swap(i, last)
+	}
+	*it.e.gcPos() = 0 // after the swap, which wrote the old place back
 	g.items[last] = gcItem{}
 	g.items = g.items[:last]
-	*e.gcPos() = 0
 	if i < last {
 		g.fix(i)
 	}
+	return it
 }
 
 // stop empties the queue and stops its timer for good (Client.Close);
@@ -104,13 +112,7 @@ func (g *gcQueue) armLocked() {
 // fire takes the entries that are due out of the queue and tells them.
 func (g *gcQueue) fire() {
 	g.mu.Lock()
-	now := g.now()
-	var due []gcItem
-	for len(g.items) > 0 && g.items[0].at <= now {
-		it := g.items[0]
-		g.unscheduleTopLocked()
-		due = append(due, it)
-	}
+	due := g.popDueLocked(g.now())
 	g.due = 0
 	g.armLocked()
 	g.mu.Unlock()
@@ -119,15 +121,13 @@ func (g *gcQueue) fire() {
 	}
 }
 
-func (g *gcQueue) unscheduleTopLocked() {
-	last := len(g.items) - 1
-	*g.items[0].e.gcPos() = 0
-	g.swap(0, last)
-	g.items[last] = gcItem{}
-	g.items = g.items[:last]
-	if last > 0 {
-		g.down(0)
+// popDueLocked takes out every item due at now, earliest first.
+func (g *gcQueue) popDueLocked(now time.Duration) []gcItem {
+	var due []gcItem
+	for len(g.items) > 0 && g.items[0].at <= now {
+		due = append(due, g.removeAtLocked(0))
 	}
+	return due
 }
 
 func (g *gcQueue) swap(i, j int) {
