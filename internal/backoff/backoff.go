@@ -2,6 +2,8 @@
 package backoff
 
 import (
+	"errors"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -43,9 +45,12 @@ func RetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 	if v == "" {
 		return 0, false
 	}
-	if secs, err := strconv.Atoi(v); err == nil {
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
 		if secs < 0 {
 			return 0, false
+		}
+		if secs > int64(math.MaxInt64/time.Second) {
+			return math.MaxInt64, true // saturated: a wait that far away must not wrap (digits past int64 too)
 		}
 		return time.Duration(secs) * time.Second, true
 	}

@@ -1,6 +1,7 @@
 package backoff
 
 import (
+	"math"
 	"net/http"
 	"testing"
 	"time"
@@ -46,6 +47,13 @@ func TestRetryAfter(t *testing.T) {
 		{"soon", 0, false},
 		{now.Add(7 * time.Second).Format(http.TimeFormat), 7 * time.Second, true},
 		{now.Add(-7 * time.Second).Format(http.TimeFormat), 0, true},
+		// Far away saturates instead of wrapping into a short or negative wait.
+		{"9223372036", 9223372036 * time.Second, true},
+		{"9223372037", math.MaxInt64, true},
+		{"18446744074", math.MaxInt64, true},
+		{"99999999999999999999999", math.MaxInt64, true},
+		{"-99999999999999999999999", 0, false},
+		{"Fri, 31 Dec 9999 23:59:59 GMT", math.MaxInt64, true},
 	}
 	for _, tt := range tests {
 		h := http.Header{}
