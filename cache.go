@@ -65,10 +65,15 @@ type entry[P comparable, T any] struct {
 const (
 	flagFresh uint32 = 1 << iota // data present, not invalidated, younger than StaleTime
 	flagGone                     // removed (set under mu, never cleared): lookups skip it
+	flagNew                      // inserted, not yet locked by its inserter: never evicted
 )
 
 func (e *entry[P, T]) isFresh() bool { return e.flags.Load()&flagFresh != 0 }
 func (e *entry[P, T]) isGone() bool  { return e.flags.Load()&flagGone != 0 }
+
+// servable reports whether the hit path may answer from the entry: fresh
+// and not removed, in one load.
+func (e *entry[P, T]) servable() bool { return e.flags.Load()&(flagFresh|flagGone) == flagFresh }
 
 // markGone sets flagGone and reports whether it was not set before.
 func (e *entry[P, T]) markGone() bool { return e.flags.Or(flagGone)&flagGone == 0 }
@@ -115,7 +120,8 @@ func (e *entry[P, T]) followUpLocked() *fetchOp[T] {
 }
 
 // fetchOp is one fetch: started at once, or as a follow-up when the fetch in
-// flight settles.
+// flight settles. Its fields other than data and err are guarded by the
+// entry's lock.
 type fetchOp[T any] struct {
 	done     chan struct{}
 	data     T
@@ -124,21 +130,34 @@ type fetchOp[T any] struct {
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	waiters  int  // callers blocked in wait
-	detached bool // wanted by someone who does not wait (Prefetch, observers, invalidation)
+	pinned   bool // wanted by someone who does not wait (Prefetch, invalidation, StaleWhileRevalidate)
+	settled  bool // done is closed: settled, or abandoned before its function returned
 	prevFail int  // FailureCount before the fetch, restored on cancel
+	failures int  // failed attempts, written by the fetch's goroutine before it settles
 }
 
 func newEntry[P comparable, T any](q *Query[P, T], p P, key Key) *entry[P, T] {
 	e := &entry[P, T]{q: q, p: p, key: key}
+	e.flags.Store(flagNew)
 	e.snap.Store(&snapshot[T]{})
 	return e
 }
 
-func (op *fetchOp[T]) add(detached bool) {
-	if detached {
-		op.detached = true
-	} else {
+// want says who asks for a fetch.
+type want int
+
+const (
+	wantWait     want = iota // a caller that blocks in wait (Get, Fetch, Refetch)
+	wantPin                  // a caller that wants the result stored and does not wait
+	wantObserver             // an observer: the fetch lives while an observer or waiter wants it
+)
+
+func (op *fetchOp[T]) add(w want) {
+	switch w {
+	case wantWait:
 		op.waiters++
+	case wantPin:
+		op.pinned = true
 	}
 }
 
@@ -165,6 +184,9 @@ func (e *entry[P, T]) setLocked(mut func(*snapshot[T]), fresh int) {
 	if e.live != nil {
 		e.live.lastChange = time.Now()
 	}
+	if h := e.q.c.stateHook; h != nil {
+		h(e.key, e.stateLocked())
+	}
 	e.notifyLocked(true)
 }
 
@@ -180,8 +202,20 @@ func (e *entry[P, T]) setDataLocked(v T) {
 // stateLocked returns the state with IsStale filled in.
 func (e *entry[P, T]) stateLocked() State[T] {
 	s := e.snap.Load().state()
-	s.IsStale = !e.isFresh()
+	s.IsStale = !e.freshLocked()
 	return s
+}
+
+// freshLocked reports whether the data is fresh now: the fresh flag, and
+// not yet StaleTime old. The second test makes the boundary exact: the
+// timer that clears the flag may run after a reader that is due at the
+// same instant, and only the lock-free hit path reads the flag alone.
+func (e *entry[P, T]) freshLocked() bool {
+	if !e.isFresh() {
+		return false
+	}
+	st := e.q.cfg.staleTime
+	return st == Forever || time.Now().Before(e.snap.Load().dataUpdatedAt.Add(st))
 }
 
 func (e *entry[P, T]) notifyLocked(changed bool) {
@@ -198,7 +232,7 @@ func (e *entry[P, T]) notifyLocked(changed bool) {
 func (e *entry[P, T]) markFreshLocked() {
 	e.stopStaleTimerLocked()
 	st := e.q.cfg.staleTime
-	if st <= 0 || !e.snap.Load().hasData {
+	if st <= 0 || !e.snap.Load().hasData || e.isGone() {
 		e.setFresh(false)
 		return
 	}
@@ -247,20 +281,14 @@ func (e *entry[P, T]) turnStale(gen uint64) {
 // joinLocked returns the fetch in flight, or starts one: the path of callers
 // content with any fetch that is running (Get, Prefetch, mount, interval,
 // focus, reconnect).
-func (e *entry[P, T]) joinLocked(detached bool) *fetchOp[T] {
+func (e *entry[P, T]) joinLocked(w want) *fetchOp[T] {
 	if op := e.inflight; op != nil {
-		if op.ctx.Err() != nil {
-			// Cancelled (its last waiter left, or Cancel) but not settled
-			// yet: it will bring no data, so wait for the fetch that starts
-			// when it settles.
-			return e.refetchLocked(detached)
-		}
 		e.q.c.dedup.Add(1)
-		op.add(detached)
+		op.add(w)
 		return op
 	}
 	op := &fetchOp[T]{done: make(chan struct{})}
-	op.add(detached)
+	op.add(w)
 	e.startLocked(op)
 	return op
 }
@@ -268,10 +296,10 @@ func (e *entry[P, T]) joinLocked(detached bool) *fetchOp[T] {
 // refetchLocked returns a fetch that starts now or, when one is in flight,
 // the follow-up that starts when it settles: the path of explicit refetches,
 // which need data requested after they asked.
-func (e *entry[P, T]) refetchLocked(detached bool) *fetchOp[T] {
+func (e *entry[P, T]) refetchLocked(w want) *fetchOp[T] {
 	if e.inflight == nil {
 		op := &fetchOp[T]{done: make(chan struct{})}
-		op.add(detached)
+		op.add(w)
 		e.startLocked(op)
 		return op
 	}
@@ -281,7 +309,7 @@ func (e *entry[P, T]) refetchLocked(detached bool) *fetchOp[T] {
 	} else {
 		e.q.c.dedup.Add(1)
 	}
-	lv.followUp.add(detached)
+	lv.followUp.add(w)
 	return lv.followUp
 }
 
@@ -300,9 +328,7 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 	e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(status); s.failureCount = 0 }, keepFresh)
 	c.fetches.Add(1)
 	if !c.goroutine(func() { e.run(op) }) {
-		op.cancel(ErrClosed)
-		var zero T
-		e.settleLocked(op, zero, ErrClosed)
+		e.abandonLocked(op, ErrClosed)
 	}
 }
 
@@ -325,12 +351,18 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 			break
 		}
 		failures++
-		e.noteFailure(op, failures)
+		op.failures = failures
 		if failures > q.cfg.retry || !retryable(err) {
 			break
 		}
+		delay, ok := q.retryDelay(failures-1, err)
+		if !ok {
+			break // the server asks for a longer wait than MaxRetryDelay: give the retry up
+		}
+		// Only a failure that is retried is a change of its own: the last
+		// one arrives with the error, in one change.
+		e.noteFailure(op, failures)
 		q.c.retries.Add(1)
-		delay := q.retryDelay(failures-1, err)
 		q.c.cfg.logger.Debug("qcache: retrying fetch", "key", e.key.String(), "attempt", failures+1, "delay", delay, "err", err)
 		if !wait.Sleep(op.ctx, delay) {
 			err = context.Cause(op.ctx)
@@ -374,52 +406,47 @@ func (e *entry[P, T]) noteFailure(op *fetchOp[T], failures int) {
 	}
 }
 
-// settleLocked ends op: stores its result unless a later SetData or reset
-// supersedes it, wakes its waiters, starts the follow-up if one is waiting
-// and restarts the gc clock.
+// settleLocked ends op when its function has returned: it stores the result
+// unless the entry was removed or a later SetData or reset supersedes it,
+// wakes the waiters, and starts the follow-up if one is waiting or restarts
+// the gc clock. The result of an op abandoned before (Cancel, nobody wants
+// it, Client.Close) is dropped.
 func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
+	if op.settled {
+		return
+	}
+	op.settled = true
 	c := e.q.c
 	if e.inflight == op {
 		e.inflight = nil
 	}
-	cancelled := err != nil && op.ctx.Err() != nil
 	op.cancel(nil)
-	switch {
-	case cancelled:
-		c.fetchCancelled.Add(1)
-	case err != nil:
+	if err != nil {
 		c.fetchErrors.Add(1)
 		c.cfg.logger.Debug("qcache: fetch failed", "key", e.key.String(), "err", err)
-	default:
+	} else {
 		c.fetchSuccesses.Add(1)
 	}
 	switch {
-	case cancelled:
-		// Cancel, Client.Close, or nobody wanted it: back to the state before
-		// the fetch, data kept.
-		if errors.Is(err, ErrClosed) {
-			op.err = ErrClosed
-		} else {
-			op.err = fmt.Errorf("qcache: fetch %s: %w", e.key, err)
-		}
-		prev := op.prevFail
-		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle); s.failureCount = int32(prev) }, keepFresh)
-	case op.startSeq <= e.resetSeq:
-		// The entry was removed while this fetch ran: the result goes to its
-		// own waiters only.
+	case e.isGone(), op.startSeq <= e.resetSeq:
+		// The entry was removed, or reset, while this fetch ran: the result
+		// goes to its own waiters only.
 		op.data, op.err = data, e.wrapErr(err)
-		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle) }, keepFresh)
+		if !e.isGone() {
+			e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle) }, keepFresh)
+		}
 	case e.setDataSeq > op.startSeq:
 		// SetData wins over every fetch that started before it.
 		op.data = e.snap.Load().data
 		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle) }, keepFresh)
 	case err != nil:
 		op.err = e.wrapErr(err)
-		now := time.Now()
+		now, failures := time.Now(), int32(op.failures)
 		e.setLocked(func(s *snapshot[T]) {
 			s.fetchStatus = uint8(FetchIdle)
 			s.status = uint8(StatusError)
 			s.failed = &failure{err: op.err, at: now}
+			s.failureCount = failures
 			s.invalidated = true
 		}, makeStale)
 	default:
@@ -437,9 +464,41 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 		}, fresh)
 	}
 	close(op.done)
+	e.nextLocked()
+}
+
+// abandonLocked ends op at once, without waiting for its function to
+// return: the function's context ends with cause, the waiters get an error
+// wrapping cause, the entry goes back to its state before the fetch (data
+// kept, fetch status idle), and the result, when it comes, is dropped.
+func (e *entry[P, T]) abandonLocked(op *fetchOp[T], cause error) {
+	op.cancel(cause)
+	if op.settled {
+		return
+	}
+	op.settled = true
+	e.q.c.fetchCancelled.Add(1)
+	if errors.Is(cause, ErrClosed) {
+		op.err = ErrClosed
+	} else {
+		op.err = fmt.Errorf("qcache: fetch %s: %w", e.key, cause)
+	}
+	if e.inflight == op {
+		e.inflight = nil
+		prev := int32(op.prevFail)
+		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle); s.failureCount = prev }, keepFresh)
+	}
+	close(op.done)
+	e.nextLocked()
+}
+
+// nextLocked runs when the fetch in flight has ended: the follow-up starts,
+// or the gc clock restarts.
+func (e *entry[P, T]) nextLocked() {
 	if next := e.followUpLocked(); next != nil {
 		e.live.followUp = nil
 		e.startLocked(next)
+		return
 	}
 	e.scheduleGCLocked()
 }
@@ -469,35 +528,56 @@ func (e *entry[P, T]) wait(ctx context.Context, op *fetchOp[T]) (T, error) {
 	}
 }
 
+// leave is a waiter of op giving up. When it was the last one and neither
+// an observer nor a pinning caller wants op, op is cancelled (or, as a
+// follow-up, dropped).
 func (e *entry[P, T]) leave(op *fetchOp[T]) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	op.waiters--
-	if op.waiters > 0 || op.detached || len(e.observersLocked()) > 0 {
+	if op.waiters > 0 || op.pinned || len(e.observersLocked()) > 0 || op.settled {
 		return
 	}
 	switch op {
 	case e.inflight:
-		op.cancel(context.Canceled)
+		e.abandonLocked(op, context.Canceled)
 	case e.followUpLocked():
-		e.live.followUp = nil
+		e.dropFollowUpLocked(context.Canceled)
 	}
+}
+
+// unwatchedLocked runs when the last observer has left: a fetch that no
+// caller waits for is cancelled and reverted, whoever started it, and a
+// follow-up that nobody waits for is dropped.
+func (e *entry[P, T]) unwatchedLocked() {
+	if f := e.followUpLocked(); f != nil && f.waiters == 0 {
+		e.dropFollowUpLocked(context.Canceled)
+	}
+	if op := e.inflight; op != nil && op.waiters == 0 {
+		e.abandonLocked(op, context.Canceled)
+	}
+}
+
+func (e *entry[P, T]) dropFollowUpLocked(cause error) {
+	f := e.live.followUp
+	e.live.followUp = nil
+	f.settled = true
+	if errors.Is(cause, ErrClosed) {
+		f.err = ErrClosed
+	} else {
+		f.err = fmt.Errorf("qcache: fetch %s: %w", e.key, cause)
+	}
+	close(f.done)
 }
 
 // cancelLocked stops the fetch in flight and drops the follow-up; their
 // waiters get an error wrapping cause (context.Canceled, or ErrClosed).
 func (e *entry[P, T]) cancelLocked(cause error) {
-	if f := e.followUpLocked(); f != nil {
-		e.live.followUp = nil
-		if cause == ErrClosed {
-			f.err = ErrClosed
-		} else {
-			f.err = fmt.Errorf("qcache: fetch %s: %w", e.key, cause)
-		}
-		close(f.done)
+	if e.followUpLocked() != nil {
+		e.dropFollowUpLocked(cause)
 	}
 	if op := e.inflight; op != nil {
-		op.cancel(cause)
+		e.abandonLocked(op, cause)
 	}
 }
 
@@ -559,7 +639,7 @@ func (e *entry[P, T]) invalidate(rt RefetchType) func(context.Context) error {
 	if !refetch {
 		return nil
 	}
-	return e.waitFunc(e.refetchLocked(true))
+	return e.waitFunc(e.refetchLocked(wantPin))
 }
 
 func (e *entry[P, T]) refetch() func(context.Context) error {
@@ -568,7 +648,7 @@ func (e *entry[P, T]) refetch() func(context.Context) error {
 	if e.isGone() {
 		return nil
 	}
-	return e.waitFunc(e.refetchLocked(true))
+	return e.waitFunc(e.refetchLocked(wantPin))
 }
 
 // waitFunc returns a wait for a detached op: the caller's context ends its
@@ -614,7 +694,7 @@ func (e *entry[P, T]) remove() {
 	e.dataVer++
 	e.setLocked(func(s *snapshot[T]) { *s = snapshot[T]{fetchStatus: s.fetchStatus} }, makeStale)
 	if e.hasEnabledObserverLocked() {
-		e.refetchLocked(true)
+		e.refetchLocked(wantObserver)
 	}
 }
 
@@ -634,7 +714,8 @@ func (e *entry[P, T]) evictable() bool {
 }
 
 func (e *entry[P, T]) evictableLocked() bool {
-	return !e.isGone() && len(e.observersLocked()) == 0 && e.inflight == nil && e.followUpLocked() == nil
+	return e.flags.Load()&(flagGone|flagNew) == 0 && len(e.observersLocked()) == 0 &&
+		e.inflight == nil && e.followUpLocked() == nil
 }
 
 func (e *entry[P, T]) evict() bool {
@@ -669,7 +750,7 @@ func (e *entry[P, T]) scheduleGCLocked() {
 		e.stopGCLocked()
 		return
 	}
-	e.gcAt = e.q.c.gc.now() + e.q.cfg.gcTime
+	e.gcAt = addSat(e.q.c.gc.now(), e.q.cfg.gcTime)
 	e.q.c.gc.schedule(e, e.gcAt)
 }
 
@@ -687,19 +768,18 @@ func (e *entry[P, T]) gcDue(at time.Duration) {
 }
 
 // retryDelay is the wait before retry n (0 for the first): Retry-After when
-// the server sent one, else the query's RetryDelay or the default backoff.
-func (q *Query[P, T]) retryDelay(n int, err error) time.Duration {
+// the server sent one, else the query's RetryDelay or the default backoff,
+// at most MaxRetryDelay. It reports false when the server asked for longer
+// than MaxRetryDelay: the fetch then fails rather than park the entry.
+func (q *Query[P, T]) retryDelay(n int, err error) (time.Duration, bool) {
 	var he *HTTPError
 	if errors.As(err, &he) {
 		if d, ok := backoff.RetryAfter(he.Header, time.Now()); ok {
-			return d
+			return d, d <= q.cfg.maxRetryDelay
 		}
 	}
 	if q.cfg.retryDelay != nil {
-		if d := q.cfg.retryDelay(n, err); d > 0 {
-			return d
-		}
-		return 0
+		return min(max(q.cfg.retryDelay(n, err), 0), q.cfg.maxRetryDelay), true
 	}
-	return backoff.Exponential(n, time.Second, 30*time.Second)
+	return backoff.Exponential(n, time.Second, q.cfg.maxRetryDelay), true
 }

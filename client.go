@@ -2,6 +2,8 @@ package qcache
 
 import (
 	"context"
+	"reflect"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -24,7 +26,8 @@ type Client struct {
 	observers map[observerHandle]struct{}
 	onlineCh  chan struct{} // closed while online
 
-	evictMu sync.Mutex // one eviction at a time; inserters past the bound wait for it
+	evictMu    sync.Mutex   // one eviction at a time; inserters past the bound wait for it
+	evictAgain atomic.Int64 // after a pass that could not reach the bound: the count at which to try again
 
 	focused atomic.Bool
 	online  atomic.Bool
@@ -39,8 +42,13 @@ type Client struct {
 	fetchSuccesses     atomic.Uint64
 	fetchCancelled     atomic.Uint64
 	retries, evictions atomic.Uint64
+	overBound          atomic.Uint64
 
 	bus *busLink // WithBus; nil without
+
+	// stateHook, when set (by tests), sees every state an entry publishes,
+	// under the entry's lock.
+	stateHook func(key Key, state any)
 }
 
 // observerHandle is what the client knows of an observer: the events it
@@ -78,11 +86,20 @@ func NewClient(opts ...ClientOption) *Client {
 // (their waiters get ErrClosed), and waits for the client's goroutines to
 // return. Later calls on the client and its queries fail with ErrClosed.
 // Close is idempotent; it always returns nil.
+//
+// Callbacks (fetch functions, interval functions, predicates, message
+// handlers, hooks) may call Close: called on one of qcache's goroutines,
+// Close ends everything as usual but does not wait, since the goroutine it
+// would wait for is its caller's; those goroutines return once their
+// callbacks do.
 func (c *Client) Close() error {
+	wait := !inOwnGoroutine()
 	c.mu.Lock()
 	if c.closed.Swap(true) {
 		c.mu.Unlock()
-		c.wg.Wait()
+		if wait {
+			c.wg.Wait()
+		}
 		return nil
 	}
 	obs := make([]observerHandle, 0, len(c.observers))
@@ -102,7 +119,11 @@ func (c *Client) Close() error {
 	for _, q := range queries {
 		q.eachEntry(func(e anyEntry) bool { e.abortFetch(ErrClosed); return true })
 	}
-	c.wg.Wait()
+	if wait {
+		c.wg.Wait()
+	}
+	// Without the wait, no timer can be armed after these: every fetch was
+	// abandoned (its result will be dropped) and no write is taken any more.
 	c.gc.stop()
 	for _, q := range queries {
 		q.eachEntry(func(e anyEntry) bool { e.stopTimers(); return true })
@@ -120,11 +141,45 @@ func (c *Client) goroutine(f func()) bool {
 	}
 	c.wg.Add(1)
 	c.mu.Unlock()
-	go func() {
+	go runOwned(func() {
 		defer c.wg.Done()
 		f()
-	}()
+	})
 	return true
+}
+
+// runOwned runs f. Every goroutine of qcache that may call a user's callback
+// runs under it, so that Close, called from such a callback, can see from
+// its stack that it must not wait for its own goroutine.
+//
+//go:noinline
+func runOwned(f func()) { f() }
+
+var runOwnedName = runtime.FuncForPC(reflect.ValueOf(runOwned).Pointer()).Name()
+
+// inOwnGoroutine reports whether the caller runs under runOwned: on one of
+// qcache's goroutines, in a callback. It walks the stack, so it is for
+// Close, not for a hot path.
+func inOwnGoroutine() bool {
+	pcs := make([]uintptr, 64)
+	for {
+		n := runtime.Callers(2, pcs)
+		if n < len(pcs) {
+			pcs = pcs[:n]
+			break
+		}
+		pcs = make([]uintptr, 2*len(pcs))
+	}
+	frames := runtime.CallersFrames(pcs)
+	for {
+		f, more := frames.Next()
+		if f.Function == runOwnedName {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
 }
 
 // SetFocused tells the client whether the service is "focused": what that
@@ -226,6 +281,7 @@ type Stats struct {
 	Hits, Misses, Fetches, FetchErrors uint64 // Get answered from memory or not; fetches started; fetches failed after their retries
 	Deduplicated, Retries, Evictions   uint64 // callers that joined a fetch in flight; retried attempts; entries evicted by WithMaxEntries
 	FetchSuccesses, FetchCancelled     uint64 // fetches that succeeded (stored, or superseded by SetData); cancelled by Cancel, Close or nobody waiting
+	OverBound                          uint64 // inserts that left more entries than WithMaxEntries, because nothing else could be evicted
 }
 
 // Stats returns the client's counters.
@@ -246,6 +302,7 @@ func (c *Client) Stats() Stats {
 
 		FetchSuccesses: c.fetchSuccesses.Load(),
 		FetchCancelled: c.fetchCancelled.Load(),
+		OverBound:      c.overBound.Load(),
 	}
 }
 
@@ -253,16 +310,27 @@ func (c *Client) Stats() Stats {
 // the client holds at most 95% of WithMaxEntries (so that eviction is
 // amortised over many inserts). It runs on the goroutine that inserted past
 // the bound; other inserters past the bound wait for it, so that the bound
-// holds under concurrent inserts too.
+// holds under concurrent inserts too. Entries just inserted are never taken:
+// when nothing else can go, the bound is exceeded and counted in
+// Stats.OverBound, and the next pass waits until 5% more entries came (a
+// pass per insert would scan every entry each time).
 func (c *Client) evict() {
 	max := int64(c.cfg.maxEntries)
 	if max <= 0 || c.entries.Load() <= max {
 		return
 	}
+	defer func() {
+		if c.entries.Load() > max {
+			c.overBound.Add(1)
+		}
+	}()
+	if c.entries.Load() < c.evictAgain.Load() {
+		return
+	}
 	c.evictMu.Lock()
 	defer c.evictMu.Unlock()
-	if c.entries.Load() <= max {
-		return // another inserter evicted meanwhile
+	if n := c.entries.Load(); n <= max || n < c.evictAgain.Load() {
+		return // another inserter evicted, or found nothing to evict, meanwhile
 	}
 	queries := c.queryList()
 
@@ -293,5 +361,10 @@ func (c *Client) evict() {
 		if e.evict() {
 			c.evictions.Add(1)
 		}
+	}
+	if n := c.entries.Load(); n > max {
+		c.evictAgain.Store(n + max/20 + 1)
+	} else {
+		c.evictAgain.Store(0)
 	}
 }

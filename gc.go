@@ -1,6 +1,7 @@
 package qcache
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -20,6 +21,15 @@ type gcQueue struct {
 type gcItem struct {
 	at time.Duration
 	e  gcTarget
+}
+
+// addSat returns a+b for b ≥ 0, or the largest Duration where that
+// overflows: a deadline Forever away must not wrap into the past.
+func addSat(a, b time.Duration) time.Duration {
+	if b > 0 && a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // now is the time since the epoch, never 0 (0 means "no deadline").

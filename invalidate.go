@@ -98,7 +98,8 @@ func (c *Client) matching(f Filter) []anyEntry {
 // Use. Refetches are explicit: a fetch already in flight does not count as
 // fresh, and a follow-up fetch runs after it. Invalidate returns when the
 // refetches it started have settled or ctx ends; their errors land in each
-// entry's State, not here.
+// entry's State, not here. With a ctx that has already ended, Invalidate
+// marks the entries, starts no refetch and returns ctx's error.
 func (c *Client) Invalidate(ctx context.Context, f Filter) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -111,21 +112,35 @@ func (c *Client) Invalidate(ctx context.Context, f Filter) error {
 // what only this client missed (a WebSocket reconnect) and for what came
 // from them.
 func (c *Client) invalidateLocal(ctx context.Context, f Filter) error {
+	rt := refetchFor(ctx, f.Refetch)
 	var waits []func(context.Context) error
 	for _, e := range c.matching(f) {
-		if w := e.invalidate(f.Refetch); w != nil {
+		if w := e.invalidate(rt); w != nil {
 			waits = append(waits, w)
 		}
 	}
 	return waitAll(ctx, waits)
 }
 
+// refetchFor is rt, or RefetchNone when ctx has ended: a call whose context
+// has ended never calls a fetch function.
+func refetchFor(ctx context.Context, rt RefetchType) RefetchType {
+	if ctx.Err() != nil {
+		return RefetchNone
+	}
+	return rt
+}
+
 // Refetch refetches every entry f selects now, invalidated or not, and
 // returns when those fetches have settled or ctx ends (f.Refetch is
 // ignored). Like Fetch, each refetch returns data requested after the call.
+// With a ctx that has already ended it does nothing and returns ctx's error.
 func (c *Client) Refetch(ctx context.Context, f Filter) error {
 	if c.closed.Load() {
 		return ErrClosed
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("qcache: refetch: %w", context.Cause(ctx))
 	}
 	var waits []func(context.Context) error
 	for _, e := range c.matching(f) {
@@ -137,6 +152,9 @@ func (c *Client) Refetch(ctx context.Context, f Filter) error {
 }
 
 func waitAll(ctx context.Context, waits []func(context.Context) error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("qcache: %w", context.Cause(ctx))
+	}
 	var errs []error
 	for _, w := range waits {
 		if err := w(ctx); err != nil {
@@ -241,10 +259,10 @@ func (q *Query[P, T]) Invalidate(ctx context.Context, p P) error {
 	if e == nil {
 		return nil
 	}
-	if w := e.invalidate(RefetchActive); w != nil {
+	if w := e.invalidate(refetchFor(ctx, RefetchActive)); w != nil {
 		return w(ctx)
 	}
-	return nil
+	return waitAll(ctx, nil)
 }
 
 // InvalidateAll invalidates every entry of the query, as Client.Invalidate
@@ -255,8 +273,9 @@ func (q *Query[P, T]) InvalidateAll(ctx context.Context) error {
 	}
 	q.publishAll()
 	var waits []func(context.Context) error
+	rt := refetchFor(ctx, RefetchActive)
 	q.eachEntry(func(e anyEntry) bool {
-		if w := e.invalidate(RefetchActive); w != nil {
+		if w := e.invalidate(rt); w != nil {
 			waits = append(waits, w)
 		}
 		return true

@@ -126,18 +126,19 @@ type QueryOption func(*queryConfig)
 const Forever = time.Duration(math.MaxInt64)
 
 type queryConfig struct {
-	staleTime  time.Duration
-	gcTime     time.Duration
-	retry      int
-	retryDelay func(failureCount int, err error) time.Duration
-	timeout    time.Duration
-	keyPrefix  []string
-	swr        bool
-	local      bool // Local
+	staleTime     time.Duration
+	gcTime        time.Duration
+	retry         int
+	retryDelay    func(failureCount int, err error) time.Duration
+	timeout       time.Duration
+	maxRetryDelay time.Duration
+	keyPrefix     []string
+	swr           bool
+	local         bool // Local
 }
 
 func defaultQueryConfig() queryConfig {
-	return queryConfig{gcTime: 5 * time.Minute, retry: 3}
+	return queryConfig{gcTime: 5 * time.Minute, retry: 3, maxRetryDelay: 30 * time.Second}
 }
 
 func nonNegative(name string, d time.Duration) {
@@ -173,10 +174,23 @@ func Retry(n int) QueryOption {
 
 // RetryDelay sets the delay before each retry. failureCount is 0 before the
 // first retry, 1 before the second, and so on. The default is
-// min(1s·2^failureCount, 30s), without jitter. A Retry-After header on the
-// failed response takes precedence.
+// min(1s·2^failureCount, MaxRetryDelay), without jitter. A Retry-After header
+// on the failed response takes precedence. Every delay is capped at
+// MaxRetryDelay.
 func RetryDelay(f func(failureCount int, err error) time.Duration) QueryOption {
 	return func(c *queryConfig) { c.retryDelay = f }
+}
+
+// MaxRetryDelay caps every wait before a retry, computed or sent by the
+// server (default 30 s). A server whose Retry-After asks for longer does not
+// park the entry: the fetch fails at once with its *HTTPError, observers see
+// the error, and the next poll or refetch tries again. It panics if d is not
+// positive.
+func MaxRetryDelay(d time.Duration) QueryOption {
+	if d <= 0 {
+		panic(fmt.Sprintf("qcache: MaxRetryDelay(%v): not positive", d))
+	}
+	return func(c *queryConfig) { c.maxRetryDelay = d }
 }
 
 // Timeout bounds each attempt of a fetch (default: none).

@@ -188,16 +188,21 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 			if err != nil {
 				return nil, fmt.Errorf("qcache: %s: %w", q.name, err)
 			}
-			ne := newEntry(q, p, key)
+			ne := newEntry(q, p, key) // flagNew: no eviction takes it before it is locked below
 			ne.lastUse.Store(c.useClock.Add(1))
 			var loaded bool
 			e, loaded = q.entries.loadOrStore(p, ne)
 			if !loaded {
 				c.entries.Add(1)
-				e.mu.Lock()
-				e.scheduleGCLocked()
-				e.mu.Unlock()
 				c.evict()
+				e.mu.Lock()
+				e.flags.And(^flagNew)
+				if e.isGone() { // Remove took it meanwhile
+					e.mu.Unlock()
+					continue
+				}
+				e.scheduleGCLocked()
+				return e, nil
 			}
 		}
 		e.mu.Lock()
@@ -218,7 +223,7 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 // A Get of fresh data does not allocate and takes no lock.
 func (q *Query[P, T]) Get(ctx context.Context, p P) (T, error) {
 	if e := q.entries.readOnly().m[p]; e != nil {
-		if e.isFresh() && !q.c.closed.Load() {
+		if e.servable() && !q.c.closed.Load() {
 			q.c.hits.add()
 			e.touch()
 			return e.snap.Load().data, nil
@@ -234,7 +239,7 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 		return zero, err
 	}
 	c := q.c
-	if e.isFresh() {
+	if e.freshLocked() {
 		data := e.snap.Load().data
 		e.mu.Unlock()
 		c.hits.add()
@@ -242,14 +247,20 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 	}
 	if cur := e.snap.Load(); q.cfg.swr && cur.hasData {
 		data := cur.data
-		e.joinLocked(true)
+		if ctx.Err() == nil { // an ended context starts no fetch
+			e.joinLocked(wantPin)
+		}
 		e.mu.Unlock()
 		c.hits.add()
 		return data, nil
 	}
+	if ctx.Err() != nil {
+		e.mu.Unlock()
+		return zero, fmt.Errorf("qcache: %s: %w", e.key, context.Cause(ctx))
+	}
 	c.misses.Add(1)
 	e.lastUse.Store(c.useClock.Add(1))
-	op := e.joinLocked(false)
+	op := e.joinLocked(wantWait)
 	e.mu.Unlock()
 	return e.wait(ctx, op)
 }
@@ -260,11 +271,14 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 // a request that left before a write never answers for after it.
 func (q *Query[P, T]) Fetch(ctx context.Context, p P) (T, error) {
 	var zero T
+	if ctx.Err() != nil {
+		return zero, fmt.Errorf("qcache: %s: %w", q.name, context.Cause(ctx))
+	}
 	e, err := q.lockedEntry(p)
 	if err != nil {
 		return zero, err
 	}
-	op := e.refetchLocked(false)
+	op := e.refetchLocked(wantWait)
 	e.mu.Unlock()
 	return e.wait(ctx, op)
 }
@@ -277,8 +291,8 @@ func (q *Query[P, T]) Prefetch(p P) {
 		q.c.cfg.logger.Debug("qcache: prefetch", "query", q.name, "err", err)
 		return
 	}
-	if !e.isFresh() {
-		e.joinLocked(true)
+	if !e.freshLocked() {
+		e.joinLocked(wantPin)
 	}
 	e.mu.Unlock()
 }

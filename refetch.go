@@ -184,9 +184,15 @@ func (o *Observer[T]) SetOptions(opts ...UseOption) {
 }
 
 // Close ends the observer and waits for its goroutine to return; Changes is
-// closed by then. Close may be called more than once.
+// closed by then. Close may be called more than once. Called from a callback
+// on one of qcache's goroutines (its own RefetchIntervalFunc, a fetch
+// function), Close does not wait: the observer ends once the callback
+// returns.
 func (o *Observer[T]) Close() {
 	o.signal(evQuit)
+	if inOwnGoroutine() {
+		return
+	}
 	o.wg.Wait()
 }
 
@@ -259,6 +265,9 @@ type poller struct {
 func (o *Observer[T]) run() {
 	defer o.wg.Done()
 	defer o.cleanup()
+	if o.ctx.Err() != nil {
+		return // an ended context starts no fetch
+	}
 	if !o.step(evRemount) { // the mount fetch
 		return
 	}
@@ -278,7 +287,7 @@ func (o *Observer[T]) run() {
 // step handles ev and re-arms the timer on a goroutine of its own, and
 // reports false when the observer must end.
 func (o *Observer[T]) step(ev uint32) bool {
-	go func() {
+	go runOwned(func() {
 		o.stepMu.Lock()
 		ok := o.handle(ev)
 		if ok {
@@ -286,7 +295,7 @@ func (o *Observer[T]) step(ev uint32) bool {
 		}
 		o.stepMu.Unlock()
 		o.steps <- ok
-	}()
+	})
 	return <-o.steps
 }
 
@@ -333,7 +342,7 @@ func (o *Observer[T]) arm() {
 	wait := max(time.Until(later(lastChange, p.lastTick).Add(d)), 0)
 	o.mu.Lock() // deliver reads timer under mu
 	if o.timer == nil {
-		o.timer = time.AfterFunc(wait, o.tick)
+		o.timer = time.AfterFunc(wait, func() { runOwned(o.tick) })
 	} else {
 		o.timer.Reset(wait)
 	}
@@ -441,7 +450,7 @@ func (e *entry[P, T]) autoFetch() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.isGone() {
-		e.joinLocked(true)
+		e.joinLocked(wantObserver)
 	}
 }
 
@@ -452,7 +461,12 @@ func (e *entry[P, T]) explicitFetch(ctx context.Context) (T, error) {
 		var zero T
 		return zero, ErrClosed
 	}
-	op := e.refetchLocked(false)
+	if ctx.Err() != nil {
+		e.mu.Unlock()
+		var zero T
+		return zero, fmt.Errorf("qcache: %s: %w", e.key, context.Cause(ctx))
+	}
+	op := e.refetchLocked(wantWait)
 	e.mu.Unlock()
 	return e.wait(ctx, op)
 }
@@ -468,6 +482,7 @@ func (e *entry[P, T]) detach(o *Observer[T]) {
 		}
 	}
 	if len(lv.observers) == 0 {
+		e.unwatchedLocked()
 		e.scheduleGCLocked()
 	}
 }
