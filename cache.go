@@ -134,6 +134,10 @@ type fetchOp[T any] struct {
 	settled  bool // done is closed: settled, or abandoned before its function returned
 	prevFail int  // FailureCount before the fetch, restored on cancel
 	failures int  // failed attempts, written by the fetch's goroutine before it settles
+	// The last SetData while the fetch ran: what its waiters get, even when
+	// the entry is removed before the fetch settles.
+	setData    T
+	hasSetData bool
 }
 
 func newEntry[P comparable, T any](q *Query[P, T], p P, key Key) *entry[P, T] {
@@ -192,6 +196,9 @@ func (e *entry[P, T]) setLocked(mut func(*snapshot[T]), fresh int) {
 
 // setDataLocked stores v as fresh data, winning over every fetch in flight.
 func (e *entry[P, T]) setDataLocked(v T) {
+	if op := e.inflight; op != nil {
+		op.setData, op.hasSetData = v, true
+	}
 	e.seq++
 	e.setDataSeq = e.seq
 	e.dataVer++
@@ -282,6 +289,11 @@ func (e *entry[P, T]) turnStale(gen uint64) {
 // content with any fetch that is running (Get, Prefetch, mount, interval,
 // focus, reconnect).
 func (e *entry[P, T]) joinLocked(w want) *fetchOp[T] {
+	if op := e.inflight; op != nil && op.startSeq <= e.resetSeq {
+		// It started before a Remove reset the entry: its result is not
+		// the entry's any more, so wait for the fetch after it.
+		return e.refetchLocked(w)
+	}
 	if op := e.inflight; op != nil {
 		e.q.c.dedup.Add(1)
 		op.add(w)
@@ -430,8 +442,12 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 	switch {
 	case e.isGone(), op.startSeq <= e.resetSeq:
 		// The entry was removed, or reset, while this fetch ran: the result
-		// goes to its own waiters only.
+		// goes to its own waiters only (or SetData's value, when one came
+		// after the fetch started).
 		op.data, op.err = data, e.wrapErr(err)
+		if op.hasSetData {
+			op.data, op.err = op.setData, nil
+		}
 		if !e.isGone() {
 			e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle) }, keepFresh)
 		}

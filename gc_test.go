@@ -47,11 +47,11 @@ func TestGCQueueOrderAndStop(t *testing.T) {
 func checkGCQueue(g *gcQueue, all []*fakeGC) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	queued := map[*fakeGC]bool{}
+	queued := map[gcTarget]bool{}
 	for i, it := range g.items {
-		f := it.e.(*fakeGC)
-		if f.pos != int32(i+1) {
-			return fmt.Errorf("item %d has place %d", i, f.pos)
+		f := it.e
+		if pos := *f.gcPos(); pos != int32(i+1) {
+			return fmt.Errorf("item %d has place %d", i, pos)
 		}
 		if queued[f] {
 			return fmt.Errorf("item %d is queued twice", i)
@@ -61,7 +61,7 @@ func checkGCQueue(g *gcQueue, all []*fakeGC) error {
 			return fmt.Errorf("heap order broken at %d", i)
 		}
 	}
-	for i, f := range all {
+	for i, f := range all { // nil: only the queued items are checked
 		if !queued[f] && f.pos != 0 {
 			return fmt.Errorf("target %d is not queued but has place %d", i, f.pos)
 		}
