@@ -1,0 +1,171 @@
+package qcache
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestStressRealClock: 8 goroutines mix every public operation on 3,000
+// keys of two queries for a bounded time on the real clock, with
+// GCTime(1ms) on one, a bound of 500 entries, and an upstream that fails, panics, stalls and ignores
+// cancellation. Nothing may panic or hang, every value served must be one
+// the key could hold, Stats must add up after Close, and goleak (TestMain)
+// checks that nothing is left running. QCACHE_STRESS sets the duration
+// (default 15 s); -short skips it.
+func TestStressRealClock(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real-clock stress skipped in -short mode")
+	}
+	duration := 15 * time.Second
+	if s := os.Getenv("QCACHE_STRESS"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("QCACHE_STRESS: %v", err)
+		}
+		duration = d
+	}
+	const (
+		workers = 8
+		keys    = 3000
+	)
+	c := NewClient(WithMaxEntries(500))
+	var calls atomic.Int64
+	upstream := func(ctx context.Context, k int) (string, error) {
+		n := calls.Add(1)
+		switch n % 50 {
+		case 0:
+			panic("stress: upstream panicked")
+		case 1, 2, 3, 4, 5:
+			return "", errors.New("stress: upstream failed")
+		case 6:
+			time.Sleep(2 * time.Millisecond) // deaf to cancellation
+		case 7, 8:
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		return "f:" + strconv.Itoa(k) + ":" + strconv.FormatInt(n, 10), nil
+	}
+	retry := []QueryOption{Retry(1), RetryDelay(func(int, error) time.Duration { return time.Millisecond })}
+	// Two queries on the same keys: one collected 1 ms after use, one kept
+	// until WithMaxEntries evicts it.
+	qs := []*Query[int, string]{
+		NewQueryFunc(c, Key{"s"}, upstream, append(retry, GCTime(time.Millisecond), StaleTime(2*time.Millisecond))...),
+		NewQueryFunc(c, Key{"t"}, upstream, append(retry, StaleTime(5*time.Millisecond))...),
+	}
+
+	var bad atomic.Int64
+	var badSample atomic.Value
+	check := func(what string, k int, v string) {
+		if !strings.HasPrefix(v, "f:"+strconv.Itoa(k)+":") && v != "s:"+strconv.Itoa(k) && v != "u:"+strconv.Itoa(k) {
+			bad.Add(1)
+			badSample.Store(what + " of " + strconv.Itoa(k) + " served " + strconv.Quote(v))
+		}
+	}
+	checkState := func(s State[string]) {
+		if (s.Status == StatusError) != (s.Err != nil) || (s.Status == StatusPending && s.HasData) {
+			bad.Add(1)
+			badSample.Store("inconsistent state")
+		}
+	}
+
+	deadline := time.Now().Add(duration)
+	var ops [workers]atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 42))
+			for time.Now().Before(deadline) {
+				ops[w].Add(1)
+				k := rng.IntN(keys)
+				q := qs[rng.IntN(len(qs))]
+				switch rng.IntN(14) {
+				case 0, 1, 2:
+					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rng.IntN(20))*time.Millisecond)
+					if v, err := q.Get(ctx, k); err == nil {
+						check("Get", k, v)
+					}
+					cancel()
+				case 3:
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+					if v, err := q.Fetch(ctx, k); err == nil {
+						check("Fetch", k, v)
+					}
+					cancel()
+				case 4:
+					q.Prefetch(k)
+				case 5:
+					q.SetData(k, "s:"+strconv.Itoa(k))
+				case 6:
+					q.Update(k, func(string, bool) string { return "u:" + strconv.Itoa(k) })
+				case 7:
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+					q.Invalidate(ctx, k)
+					cancel()
+				case 8:
+					q.Remove(k)
+				case 9:
+					c.Cancel(Filter{Key: q.Key(k), Exact: true})
+				case 10:
+					o := q.Use(context.Background(), k, RefetchInterval(time.Millisecond))
+					for range rng.IntN(3) {
+						checkState(<-o.Changes())
+					}
+					if rng.IntN(2) == 0 {
+						o.Close()
+					} else {
+						go o.Close() // closed from elsewhere while it works
+					}
+				case 11:
+					if v, ok := q.Peek(k); ok {
+						check("Peek", k, v)
+					}
+					checkState(q.State(k))
+				case 12:
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+					c.Refetch(ctx, Filter{Predicate: func(key Key) bool { return key[1] == strconv.Itoa(k) }})
+					cancel()
+				case 13:
+					if err := checkGCQueue(&c.gc, nil); err != nil {
+						bad.Add(1)
+						badSample.Store("gc queue: " + err.Error())
+					}
+					c.Stats()
+				}
+			}
+		})
+	}
+	noHang(t, "the stress workers", wg.Wait)
+	noHang(t, "Client.Close", func() { c.Close() })
+
+	st := c.Stats()
+	if settled := st.FetchSuccesses + st.FetchErrors + st.FetchCancelled; settled != st.Fetches {
+		t.Errorf("Fetches = %d, but %d settled: %+v", st.Fetches, settled, st)
+	}
+	if st.Observers != 0 {
+		t.Errorf("%d observers after Close", st.Observers)
+	}
+	if n := bad.Load(); n > 0 {
+		t.Errorf("%d violations, e.g. %v", n, badSample.Load())
+	}
+	var total int64
+	for w := range workers {
+		if ops[w].Load() == 0 {
+			t.Errorf("worker %d made no progress", w)
+		}
+		total += ops[w].Load()
+	}
+	t.Logf("stress, %v, %d workers, %d keys, GOMAXPROCS %d: %d operations, %d upstream calls; %+v",
+		duration, workers, keys, runtime.GOMAXPROCS(0), total, calls.Load(), st)
+}
