@@ -49,7 +49,10 @@
 // so a storm of them costs at most one fetch in flight and one waiting.
 // SetData wins over every fetch that started before it. Failed fetches are
 // retried (3 times, 1 s, 2 s, 4 s; never for 4xx other than 408 and 429, nor
-// for decode errors); Retry-After is honoured.
+// for decode errors); Retry-After is honoured up to MaxRetryDelay (30 s), and
+// a server asking for longer fails the fetch at once. Cancel, Client.Close and
+// the last waiter or observer leaving end a fetch at once: the entry goes back
+// to its state before it, and a late answer is dropped.
 //
 // Observers. Query.Use starts an Observer: it fetches on start when the data
 // is stale, polls (RefetchInterval, or RefetchIntervalFunc computed from the
@@ -58,7 +61,7 @@
 //
 // Invalidation. Client.Invalidate marks entries stale and refetches the
 // observed ones; InvalidateEvery does it on a ticker. Mutations invalidate
-// the filters they name when they succeed.
+// the filters they name when they settle, whether they succeeded or not.
 //
 // WebSocket. Client.SubscribeWS reads a socket and hands each message to a
 // handler (SetDataHandler, InvalidateHandler, Route), reconnecting with
