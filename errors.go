@@ -5,11 +5,39 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/qcache-go/qcache/internal/endpoint"
 )
 
 // ErrClosed is returned by every call made after Client.Close, and by calls
 // whose wait Close cut short.
 var ErrClosed = errors.New("qcache: client closed")
+
+// ErrInvalidPathValue is wrapped by the *RequestError of a call whose
+// parameters bind a path variable to a value that cannot be sent: an empty
+// one, or one that is "." or ".." in any escaping ("%2E", ".%2e",
+// "%252E%252E"). A server that parses URLs the WHATWG way, as Node's
+// new URL does, takes "/users/%2E%2E/profile" for "/profile", so such a value
+// would reach another resource than the one the endpoint names.
+var ErrInvalidPathValue = endpoint.ErrInvalidPathValue
+
+// RequestError is returned, usually wrapped, when a request cannot be made
+// and so is never sent: a path value that is empty or a dot segment
+// (wrapping ErrInvalidPathValue), a request editor's error (wrapped as it
+// is), or a URL that does not parse. It is never retried. A mutation's Do
+// refuses a path value before it runs any hook. Match it with errors.As.
+type RequestError struct {
+	Err error // the cause
+}
+
+// Error returns the cause's message.
+func (e *RequestError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *RequestError) Unwrap() error { return e.Err }
+
+// requestError is the name cache.go and query.go still use.
+type requestError = RequestError
 
 // HTTPError is returned, usually wrapped, when the server answers with a status
 // outside 2xx. The cached data of the entry is kept.

@@ -17,13 +17,6 @@ import (
 
 const maxErrorBody = 4 << 10
 
-// requestError is a request that could not be built or was refused by a
-// request editor: it is not retried.
-type requestError struct{ err error }
-
-func (e *requestError) Error() string { return e.err.Error() }
-func (e *requestError) Unwrap() error { return e.err }
-
 type validator interface{ Validate() error }
 
 // httpEndpoint is an Endpoint compiled for P's type and joined to the
@@ -40,7 +33,7 @@ type httpEndpoint struct {
 // template is malformed or t cannot bind it, and when a relative URL is given
 // to a client without WithBaseURL.
 func compileEndpoint(c *Client, ep Endpoint, t reflect.Type, defaultMethod string) httpEndpoint {
-	b, err := endpoint.Compile(ep.URL, t)
+	b, err := endpoint.Compile(ep.URL, t, endpoint.WrapValueErrors(func(err error) error { return &RequestError{Err: err} }))
 	if err != nil {
 		panic(err.Error())
 	}
@@ -84,7 +77,7 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	var zero T
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return zero, &requestError{fmt.Errorf("qcache: bad request URL: %w", err)}
+		return zero, &RequestError{Err: fmt.Errorf("qcache: bad request URL: %w", err)}
 	}
 	var rd io.Reader
 	if hasBody {
@@ -92,7 +85,7 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return zero, &requestError{fmt.Errorf("qcache: %s %s: %w", method, safeURL(u), err)}
+		return zero, &RequestError{Err: fmt.Errorf("qcache: %s %s: %w", method, safeURL(u), err)}
 	}
 	for k, vs := range c.cfg.header {
 		req.Header[k] = append([]string(nil), vs...)
@@ -106,7 +99,7 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	}
 	for _, edit := range c.cfg.editors {
 		if err := edit(req); err != nil {
-			return zero, &requestError{fmt.Errorf("qcache: request editor: %w", err)}
+			return zero, &RequestError{Err: fmt.Errorf("qcache: request editor: %w", err)}
 		}
 	}
 	where := safeURL(u)
