@@ -80,6 +80,12 @@ func (e *DecodeError) Error() string {
 // Unwrap returns the cause.
 func (e *DecodeError) Unwrap() error { return e.Err }
 
+// ErrResponseTooLarge is wrapped by the error of a fetch or a mutation
+// whose response body exceeds WithMaxResponseBytes (by its Content-Length or
+// as it is read): errors.Is(err, ErrResponseTooLarge) tells it apart. The
+// body is not read past the limit, and the fetch is not retried.
+var ErrResponseTooLarge = errors.New("qcache: response body too large")
+
 // bodyTooLargeError is the cause of a fetch whose body exceeds the client's limit.
 type bodyTooLargeError struct {
 	URL   string
@@ -89,6 +95,9 @@ type bodyTooLargeError struct {
 func (e *bodyTooLargeError) Error() string {
 	return fmt.Sprintf("qcache: %s: response body exceeds %d bytes", e.URL, e.Limit)
 }
+
+// Unwrap returns ErrResponseTooLarge.
+func (e *bodyTooLargeError) Unwrap() error { return ErrResponseTooLarge }
 
 // panicError is what a panicking fetch function becomes.
 type panicError struct{ value any }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -133,5 +134,30 @@ func TestDotPathValuesNeverReachAWHATWGServer(t *testing.T) {
 		back, err := url.PathUnescape(seg)
 		require.NoError(t, err, "value %q: pathname %q", v, got)
 		assert.Equal(t, v, back, "value %q: pathname %q", v, got)
+	}
+}
+
+// ---------- bodies over WithMaxResponseBytes ----------
+
+func TestResponseTooLargeIsMatchable(t *testing.T) {
+	big := `"` + strings.Repeat("x", 2000) + `"`
+	for _, chunked := range []bool{false, true} {
+		a := newAPI(t, func(w http.ResponseWriter, r *http.Request) {
+			if !chunked {
+				w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+			}
+			io.WriteString(w, big)
+		})
+		c := newHTTPClient(t, a, WithMaxResponseBytes(1000))
+		q := NewQuery[struct{}, string](c, Endpoint{URL: "/big"}, Retry(3))
+		_, err := q.Fetch(context.Background(), struct{}{})
+		require.ErrorIs(t, err, ErrResponseTooLarge, "chunked %v", chunked)
+		assert.EqualValues(t, 1, a.hits.Load(), "not retried")
+		require.ErrorIs(t, q.State(struct{}{}).Err, ErrResponseTooLarge)
+
+		m := NewMutation[struct{}, string, string](c, Endpoint{URL: "/big"}, MutationRetry(3))
+		_, err = m.Do(context.Background(), struct{}{}, "x")
+		require.ErrorIs(t, err, ErrResponseTooLarge, "chunked %v", chunked)
+		assert.EqualValues(t, 2, a.hits.Load(), "not retried")
 	}
 }
