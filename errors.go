@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/qcache-go/qcache/internal/endpoint"
 )
@@ -48,20 +50,52 @@ type HTTPError struct {
 	Status     string
 	Header     http.Header
 	Body       []byte // at most the first 4 KiB of the body
+	// RetryAfter is the answer's Retry-After (in seconds or as an HTTP
+	// date), as a delay from when the answer came; 0 when it had none or
+	// an unreadable one.
+	RetryAfter time.Duration
 }
 
-// Error reports the method, URL and status, and the start of the body.
+// maxErrorURL bounds the URL that an error prints.
+const maxErrorURL = 512
+
+// Error reports the method, the URL (cut at 512 bytes) and the status,
+// then the start of the body, except for 401, 403 and 407 answers, whose
+// bodies often echo the credential that was refused ("invalid API key:
+// …"): those stay in Body, out of messages and logs. Their status is
+// printed with its standard text, not the server's reason phrase.
 func (e *HTTPError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "qcache: %s %s: %s", e.Method, e.URL, e.Status)
-	if len(e.Body) > 0 {
-		body := e.Body
-		if len(body) > 200 {
-			body = body[:200]
-		}
-		fmt.Fprintf(&b, ": %q", body)
+	secret := credentialStatus(e.StatusCode)
+	status := e.Status
+	if secret || status == "" {
+		status = fmt.Sprintf("%d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	}
+	fmt.Fprintf(&b, "qcache: %s %s: %s", e.Method, shortURL(e.URL), cut(status, 128))
+	if len(e.Body) > 0 && !secret {
+		fmt.Fprintf(&b, ": %q", cut(string(e.Body), 200))
 	}
 	return b.String()
+}
+
+// credentialStatus reports whether an answer with status code refuses a
+// credential (and so its body may repeat it).
+func credentialStatus(code int) bool {
+	return code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusProxyAuthRequired
+}
+
+// shortURL returns u cut at maxErrorURL bytes, for messages.
+func shortURL(u string) string { return cut(u, maxErrorURL) }
+
+// cut returns s cut at n bytes, on a rune boundary, marked with "…" when cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // DecodeError is returned, usually wrapped, when a response body cannot be
@@ -72,9 +106,9 @@ type DecodeError struct {
 	Err error
 }
 
-// Error reports the URL and the cause.
+// Error reports the URL (cut at 512 bytes) and the cause.
 func (e *DecodeError) Error() string {
-	return fmt.Sprintf("qcache: decode %s: %v", e.URL, e.Err)
+	return fmt.Sprintf("qcache: decode %s: %v", shortURL(e.URL), e.Err)
 }
 
 // Unwrap returns the cause.
@@ -93,7 +127,7 @@ type bodyTooLargeError struct {
 }
 
 func (e *bodyTooLargeError) Error() string {
-	return fmt.Sprintf("qcache: %s: response body exceeds %d bytes", e.URL, e.Limit)
+	return fmt.Sprintf("qcache: %s: response body exceeds %d bytes", shortURL(e.URL), e.Limit)
 }
 
 // Unwrap returns ErrResponseTooLarge.

@@ -9,7 +9,9 @@ import (
 	"net/url"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -159,5 +161,93 @@ func TestResponseTooLargeIsMatchable(t *testing.T) {
 		_, err = m.Do(context.Background(), struct{}{}, "x")
 		require.ErrorIs(t, err, ErrResponseTooLarge, "chunked %v", chunked)
 		assert.EqualValues(t, 2, a.hits.Load(), "not retried")
+	}
+}
+
+// ---------- what an HTTPError prints ----------
+
+// TestHTTPErrorMessageHoldsNoCredentialBody: a 401 body such as "invalid
+// API key: SECRET" must not reach err.Error() (and so the logs) for 401, 403
+// and 407; Body keeps it for code that wants it.
+func TestHTTPErrorMessageHoldsNoCredentialBody(t *testing.T) {
+	const secret = "k-5ecret-echoed"
+	var status atomic.Int32
+	a := newAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(int(status.Load()))
+		io.WriteString(w, "invalid API key: "+secret)
+	})
+	c := newHTTPClient(t, a)
+	q := NewQuery[string, string](c, Endpoint{URL: "/users/$id"}, Retry(0))
+	m := NewMutation[string, string, string](c, Endpoint{URL: "/users/$id"})
+	for _, code := range []int{401, 403, 407, 400, 404, 500} {
+		status.Store(int32(code))
+		_, qerr := q.Fetch(context.Background(), "1")
+		_, merr := m.Do(context.Background(), "1", "x")
+		for _, err := range []error{qerr, merr} {
+			var he *HTTPError
+			require.ErrorAs(t, err, &he, "status %d", code)
+			assert.Equal(t, code, he.StatusCode)
+			assert.Contains(t, string(he.Body), secret, "Body keeps the excerpt")
+			if code == 401 || code == 403 || code == 407 {
+				assert.NotContains(t, err.Error(), secret, "status %d", code)
+				assert.NotContains(t, fmt.Sprintf("%v %+v", err, err), secret, "status %d", code)
+			} else {
+				assert.Contains(t, err.Error(), secret, "status %d: other answers show the start of the body", code)
+			}
+			assert.Equal(t, 1, strings.Count(err.Error(), a.URL), "status %d: the URL once in %q", code, err)
+		}
+	}
+}
+
+// TestHTTPErrorMessageIsShort: a 2 MiB path value makes a 2 MiB URL; the
+// error prints it cut at 512 bytes.
+func TestHTTPErrorMessageIsShort(t *testing.T) {
+	a := newAPI(t, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusNotFound) })
+	huge := strings.Repeat("a", 2<<20)
+	// Go's server refuses a 2 MiB request line with 431: an HTTPError too.
+	c := newHTTPClient(t, a)
+	m := NewMutation[string, string, string](c, Endpoint{URL: "/users/$id"})
+	_, err := m.Do(context.Background(), huge, "x")
+	var he *HTTPError
+	require.ErrorAs(t, err, &he)
+	assert.Greater(t, len(he.URL), 2<<20, "the field keeps the whole URL")
+	assert.LessOrEqual(t, len(he.Error()), 1024, "HTTPError.Error")
+	assert.LessOrEqual(t, len(err.Error()), 1024, "Do's error")
+
+	q := NewQuery[string, string](c, Endpoint{URL: "/users/$id"}, Retry(0))
+	_, err = q.Fetch(context.Background(), huge)
+	require.ErrorAs(t, err, &he)
+	assert.LessOrEqual(t, len(he.Error()), 1024, "HTTPError.Error")
+	// The fetch's error names its key, which holds the value once more.
+	assert.Less(t, len(err.Error()), len(huge)+1024, "the URL is not printed whole")
+}
+
+func TestHTTPErrorCarriesRetryAfter(t *testing.T) {
+	var retryAfter atomic.Value
+	a := newAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		if v := retryAfter.Load().(string); v != "" {
+			w.Header().Set("Retry-After", v)
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	c := newHTTPClient(t, a)
+	q := NewQuery[string, string](c, Endpoint{URL: "/users/$id"}, Retry(0))
+	m := NewMutation[string, string, string](c, Endpoint{URL: "/users/$id"})
+	for header, want := range map[string]time.Duration{
+		"7":                             7 * time.Second,
+		"0":                             0,
+		"":                              0,
+		"soon":                          0,
+		"-3":                            0,
+		"Wed, 21 Oct 2015 07:28:00 GMT": 0, // in the past
+	} {
+		retryAfter.Store(header)
+		_, qerr := q.Fetch(context.Background(), "1")
+		_, merr := m.Do(context.Background(), "1", "x")
+		for _, err := range []error{qerr, merr} {
+			var he *HTTPError
+			require.ErrorAs(t, err, &he)
+			assert.Equal(t, want, he.RetryAfter, "Retry-After %q", header)
+		}
 	}
 }

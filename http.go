@@ -11,7 +11,9 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+	"time"
 
+	"github.com/qcache-go/qcache/internal/backoff"
 	"github.com/qcache-go/qcache/internal/endpoint"
 )
 
@@ -85,7 +87,7 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return zero, &RequestError{Err: fmt.Errorf("qcache: %s %s: %w", method, safeURL(u), err)}
+		return zero, &RequestError{Err: fmt.Errorf("qcache: %s %s: %w", method, shortURL(safeURL(u)), err)}
 	}
 	for k, vs := range c.cfg.header {
 		req.Header[k] = append([]string(nil), vs...)
@@ -130,7 +132,7 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return zero, fmt.Errorf("qcache: %s %s: %w", method, where, err)
+		return zero, fmt.Errorf("qcache: %s %s: %w", method, shortURL(where), err)
 	}
 	defer func() {
 		io.CopyN(io.Discard, resp.Body, maxErrorBody)
@@ -138,8 +140,9 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	}()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		ra, _ := backoff.RetryAfter(resp.Header, time.Now())
 		return zero, &HTTPError{Method: method, URL: where, StatusCode: resp.StatusCode,
-			Status: resp.Status, Header: resp.Header, Body: b}
+			Status: resp.Status, Header: resp.Header, Body: b, RetryAfter: ra}
 	}
 	limit := c.cfg.maxResponseBytes
 	if resp.ContentLength > limit {
