@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os/exec"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -250,4 +252,177 @@ func TestHTTPErrorCarriesRetryAfter(t *testing.T) {
 			assert.Equal(t, want, he.RetryAfter, "Retry-After %q", header)
 		}
 	}
+}
+
+// ---------- credentials on redirects ----------
+
+// hops is a set of loopback servers whose every path either redirects to
+// a URL set by the test or answers; each request's headers are recorded by
+// path (paths are unique across the servers).
+type hops struct {
+	mu    sync.Mutex
+	route map[string]string      // path → where it redirects
+	got   map[string]http.Header // path → headers received
+}
+
+func newHops() *hops {
+	return &hops{route: map[string]string{}, got: map[string]http.Header{}}
+}
+
+func (h *hops) server(t *testing.T) *httptest.Server {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		h.got[r.URL.Path] = r.Header.Clone()
+		to, ok := h.route[r.URL.Path]
+		h.mu.Unlock()
+		if ok {
+			http.Redirect(w, r, to, http.StatusFound)
+			return
+		}
+		io.WriteString(w, `"ok"`)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (h *hops) headers(path string) http.Header {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.got[path]
+}
+
+const secQuery = "q-5ecret-in-query"
+
+// TestRedirectAcrossOriginsDropsEveryCredential: a redirect that leaves the
+// origin (scheme, host or port) must not carry Authorization, cookies, the
+// headers set by WithHeader, Endpoint.Header or a request editor, user
+// info, nor Referer, which net/http fills with the previous URL, query
+// string (and its credentials) included. Once a chain has left the origin
+// it stays stripped, even when it comes back.
+func TestRedirectAcrossOriginsDropsEveryCredential(t *testing.T) {
+	h := newHops()
+	a := h.server(t)                                                       // 127.0.0.1:pa
+	other := strings.Replace(h.server(t).URL, "127.0.0.1", "localhost", 1) // another host
+	port := h.server(t).URL                                                // the same host, another port
+	const pw = "pw-5ecret-userinfo"
+	withUser := strings.Replace(a.URL, "http://", "http://alice:"+pw+"@", 1)
+	h.route["/host/start"] = other + "/host/end"
+	h.route["/port/start"] = port + "/port/end"
+	h.route["/back/start"] = other + "/back/away"
+	h.route["/back/away"] = a.URL + "/back/end"
+	h.route["/user/start"] = other + "/user/end"
+	h.route["/same/start"] = a.URL + "/same/end"
+
+	opts := append(secCredentialOptions(), WithHeader("Cookie", "session=c-5ecret-cookie"))
+	c := NewClient(opts...)
+	defer c.Close()
+	cu := NewClient(WithHeader("X-Api-Key", secAPIKey), WithBaseURL(withUser)) // user info goes in the base URL
+	defer cu.Close()
+	fetch := func(base, path string) {
+		t.Helper()
+		c := c
+		if base == withUser {
+			c, base = cu, ""
+		}
+		q := NewQuery[struct{}, string](c, Endpoint{
+			URL:    base + path + "?api_key=" + secQuery,
+			Header: http.Header{"X-Tenant-Token": {secTenant}},
+		}, Retry(0))
+		v, err := q.Fetch(context.Background(), struct{}{})
+		require.NoError(t, err, path)
+		require.Equal(t, "ok", v, path)
+	}
+	secrets := []string{secAPIKey, secBearer, secSig, secTenant, secQuery, "c-5ecret-cookie", pw, "alice"}
+	clean := func(path string) {
+		t.Helper()
+		hdr := h.headers(path)
+		require.NotNil(t, hdr, "%s was reached", path)
+		assert.Empty(t, hdr.Get("Referer"), "%s got a Referer", path)
+		assert.Empty(t, hdr.Get("Authorization"), "%s got Authorization", path)
+		assert.Empty(t, hdr.Get("Cookie"), "%s got a cookie", path)
+		for k, vs := range hdr {
+			for _, s := range secrets {
+				assert.NotContains(t, strings.Join(vs, " "), s, "%s got a secret in %s", path, k)
+			}
+		}
+	}
+
+	fetch(a.URL, "/host/start")
+	clean("/host/end")
+	fetch(a.URL, "/port/start")
+	clean("/port/end")
+	fetch(a.URL, "/back/start")
+	clean("/back/away")
+	clean("/back/end")
+	fetch(withUser, "/user/start")
+	clean("/user/end")
+	assert.True(t, strings.HasPrefix(h.headers("/user/start").Get("Authorization"), "Basic "), "A itself got the user info")
+
+	// A redirect within the origin keeps them all: the test sees real headers.
+	fetch(a.URL, "/same/start")
+	end := h.headers("/same/end")
+	assert.Equal(t, secAPIKey, end.Get("X-Api-Key"))
+	assert.Equal(t, "Bearer "+secBearer, end.Get("Authorization"))
+	assert.Equal(t, secTenant, end.Get("X-Tenant-Token"))
+	assert.Contains(t, end.Get("Referer"), secQuery, "net/http sets Referer within the origin")
+}
+
+func TestSameOrigin(t *testing.T) {
+	tests := []struct {
+		a, b string
+		same bool
+	}{
+		{"http://api.test/a", "http://api.test/b?x=1", true},
+		{"http://api.test/a", "http://API.test/b", true},
+		{"HTTP://api.test/a", "http://api.test/b", true},
+		{"http://api.test/a", "http://api.test:80/b", true},
+		{"https://api.test/a", "https://api.test:443/b", true},
+		{"http://u:p@api.test/a", "http://api.test/b", true},
+		{"http://[::1]:8080/a", "http://[::1]:8080/b", true},
+		{"http://api.test/a", "https://api.test/a", false},
+		{"http://api.test/a", "http://api.test:8080/a", false},
+		{"http://api.test:8080/a", "http://api.test:8081/a", false},
+		{"https://api.test/a", "https://api.test:80/a", false},
+		{"http://api.test/a", "http://evil.test/a", false},
+		{"http://api.test/a", "http://api.test.evil.test/a", false},
+		{"http://api.test/a", "http://sub.api.test/a", false},
+		{"http://127.0.0.1:1/a", "http://localhost:1/a", false},
+		{"http://[::1]:8080/a", "http://[::1]:8081/a", false},
+	}
+	for _, tt := range tests {
+		a, err := url.Parse(tt.a)
+		require.NoError(t, err)
+		b, err := url.Parse(tt.b)
+		require.NoError(t, err)
+		assert.Equal(t, tt.same, sameOrigin(a, b), "%s vs %s", tt.a, tt.b)
+		assert.Equal(t, tt.same, sameOrigin(b, a), "%s vs %s", tt.b, tt.a)
+	}
+}
+
+// TestStripCredentialsOnRedirectKeeps: what a caller (the WebSocket
+// handshake, say) names in keep survives; the rest and the user info go.
+func TestStripCredentialsOnRedirectKeeps(t *testing.T) {
+	req := func(u string) *http.Request {
+		r, err := http.NewRequest(http.MethodGet, u, nil)
+		require.NoError(t, err)
+		return r
+	}
+	via := []*http.Request{req("http://api.test/a")}
+	r := req("http://u:p@api.test:8080/b")
+	r.Header = http.Header{
+		"Authorization":         {"x"},
+		"Referer":               {"http://api.test/a?k=1"},
+		"Sec-Websocket-Key":     {"k"},
+		"Sec-Websocket-Version": {"13"},
+		"X-Api-Key":             {"x"},
+	}
+	require.True(t, stripCredentialsOnRedirect(r, via, "Sec-WebSocket-Key", "sec-websocket-version"))
+	assert.Equal(t, http.Header{"Sec-Websocket-Key": {"k"}, "Sec-Websocket-Version": {"13"}}, r.Header)
+	assert.Nil(t, r.URL.User)
+
+	same := req("http://api.test:80/c")
+	same.Header = http.Header{"Authorization": {"x"}}
+	require.False(t, stripCredentialsOnRedirect(same, via))
+	assert.Equal(t, "x", same.Header.Get("Authorization"))
+	assert.False(t, stripCredentialsOnRedirect(same, nil), "no chain, nothing to strip")
 }

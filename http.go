@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,6 +62,83 @@ func (he httpEndpoint) url(path, query string) string {
 	return u
 }
 
+// ---------- redirects ----------
+
+// guardRedirects returns a CheckRedirect for an http.Client that applies
+// stripCredentialsOnRedirect(r, via, keep...) to every redirect, then
+// next (the client's own CheckRedirect) or, when next is nil, net/http's
+// default: stop after 10 redirects.
+func guardRedirects(next func(r *http.Request, via []*http.Request) error, keep ...string) func(r *http.Request, via []*http.Request) error {
+	return func(r *http.Request, via []*http.Request) error {
+		stripCredentialsOnRedirect(r, via, keep...)
+		if next != nil {
+			return next(r, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+}
+
+// stripCredentialsOnRedirect applies the redirect rule of every request
+// qcache makes (DESIGN.md: a redirect that leaves the origin drops every
+// credential). r is the next request of a redirect chain and via the
+// requests made so far, oldest first, as http.Client.CheckRedirect gets
+// them. When r, or any request of via after the first, is not sameOrigin
+// with via[0], it removes from r every header but those named in keep
+// (Authorization, cookies, Referer, which net/http fills with the previous
+// URL, query string included, and every header set by WithHeader,
+// Endpoint.Header or a request editor), and r's user info. Once a chain has
+// left the origin it stays stripped, even when it comes back: the server
+// that redirected it back chose where it lands. It reports whether it
+// stripped. net/http's own rule drops only Authorization and cookies, and
+// keeps them for another port of the same host.
+func stripCredentialsOnRedirect(r *http.Request, via []*http.Request, keep ...string) bool {
+	if len(via) == 0 {
+		return false
+	}
+	origin := via[0].URL
+	left := !sameOrigin(origin, r.URL)
+	for _, v := range via[1:] {
+		left = left || !sameOrigin(origin, v.URL)
+	}
+	if !left {
+		return false
+	}
+	for k := range r.Header {
+		if !slices.ContainsFunc(keep, func(name string) bool { return http.CanonicalHeaderKey(name) == k }) {
+			delete(r.Header, k)
+		}
+	}
+	r.URL.User = nil
+	return true
+}
+
+// sameOrigin reports whether a and b have the same origin: the same scheme
+// and host (case-insensitively) and the same port, the scheme's default
+// (80 for http and ws, 443 for https and wss) standing for a missing one.
+// Unlike net/http's rule for Authorization, another port is another origin.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) &&
+		strings.EqualFold(a.Hostname(), b.Hostname()) &&
+		originPort(a) == originPort(b)
+}
+
+// originPort returns u's port, or its scheme's default.
+func originPort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "ws":
+		return "80"
+	case "https", "wss":
+		return "443"
+	}
+	return ""
+}
+
 // safeURL returns u without user info, for errors and logs.
 func safeURL(u *url.URL) string {
 	if u.User == nil {
@@ -105,27 +183,8 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 		}
 	}
 	where := safeURL(u)
-	// A redirect to another origin must not carry the headers set above
-	// (WithHeader, Endpoint.Header, request editors): net/http drops only
-	// Authorization and cookies there.
 	hc := *c.cfg.httpClient
-	check := hc.CheckRedirect
-	hc.CheckRedirect = func(r *http.Request, via []*http.Request) error {
-		if from := via[0].URL; r.URL.Scheme != from.Scheme || r.URL.Host != from.Host {
-			for k := range r.Header {
-				if k != "Accept" && k != "Content-Type" && k != "Referer" {
-					delete(r.Header, k)
-				}
-			}
-		}
-		if check != nil {
-			return check(r, via)
-		}
-		if len(via) >= 10 {
-			return errors.New("stopped after 10 redirects")
-		}
-		return nil
-	}
+	hc.CheckRedirect = guardRedirects(hc.CheckRedirect, "Accept", "Content-Type")
 	resp, err := hc.Do(req)
 	if err != nil {
 		var ue *url.Error

@@ -62,7 +62,8 @@ func WithHTTPClient(h *http.Client) ClientOption {
 }
 
 // WithHeader adds a header sent with every request. Its value never appears
-// in errors or logs.
+// in errors or logs, and it is not sent on after a redirect to another
+// origin (scheme, host or port).
 func WithHeader(key, value string) ClientOption {
 	return func(c *clientConfig) { c.header.Add(key, value) }
 }
@@ -71,7 +72,7 @@ func WithHeader(key, value string) ClientOption {
 // is sent (to sign it, say). An error from it fails the fetch and is not
 // retried; it is returned wrapped as it is, so it must not carry credentials
 // (nor r.URL, which may hold the base URL's user info). Headers it sets are
-// not sent on to another host after a redirect.
+// not sent on after a redirect to another origin (scheme, host or port).
 func WithRequestEditor(edit func(*http.Request) error) ClientOption {
 	return func(c *clientConfig) {
 		if edit != nil {
