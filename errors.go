@@ -98,9 +98,12 @@ func cut(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// DecodeError is returned, usually wrapped, when a response body cannot be
-// decoded into the query's type, or when the decoded value's Validate method
-// fails. The cached data of the entry is kept.
+// DecodeError is returned, usually wrapped, when a response body that
+// arrived whole cannot be decoded into the query's type, or when the decoded
+// value's Validate method fails. It is not retried. A body whose reading
+// failed (the connection cut or reset, the attempt's Timeout) is no
+// DecodeError but a transport error, wrapping the cause, and retried. The
+// cached data of the entry is kept.
 type DecodeError struct {
 	URL string
 	Err error

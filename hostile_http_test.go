@@ -3,8 +3,10 @@ package qcache
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -425,4 +428,175 @@ func TestStripCredentialsOnRedirectKeeps(t *testing.T) {
 	require.False(t, stripCredentialsOnRedirect(same, via))
 	assert.Equal(t, "x", same.Header.Get("Authorization"))
 	assert.False(t, stripCredentialsOnRedirect(same, nil), "no chain, nothing to strip")
+}
+
+// ---------- network failures while reading a body ----------
+
+// cutBody answers with a raw response on the hijacked connection: headers
+// and the start of a body, then the connection ends, closed or reset.
+func cutBody(w http.ResponseWriter, head, part string, reset bool) {
+	conn, _, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		panic(err)
+	}
+	io.WriteString(conn, head+part)
+	if reset {
+		relReset(conn)
+		return
+	}
+	conn.Close()
+}
+
+// TestBodyCutOrResetIsATransportError: a connection that ends before the
+// body it announced is a network failure, not a body that does not parse:
+// it is retried, and its error wraps the cause and is no *DecodeError.
+func TestBodyCutOrResetIsATransportError(t *testing.T) {
+	const (
+		lengthHead  = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+		chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+	)
+	tests := []struct {
+		name      string
+		head      string
+		part      string
+		reset     bool
+		wantCause error // nil: any cause but a *DecodeError
+	}{
+		{"length cut", lengthHead, `{"id":"1","na`, false, io.ErrUnexpectedEOF},
+		{"length cut between values", lengthHead, `{"id":"1"}`, false, io.ErrUnexpectedEOF},
+		{"chunked cut", chunkedHead, "d\r\n{\"id\":\"1\",\"na\r\n", false, io.ErrUnexpectedEOF},
+		{"chunked cut mid-chunk", chunkedHead, "40\r\n{\"id\":\"1\",\"na", false, io.ErrUnexpectedEOF},
+		{"length reset", lengthHead, `{"id":"1","na`, true, nil},
+		{"chunked reset", chunkedHead, "d\r\n{\"id\":\"1\",\"na\r\n", true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var cuts atomic.Int32 // requests still to cut
+			a := newAPI(t, func(w http.ResponseWriter, r *http.Request) {
+				if cuts.Add(-1) >= 0 {
+					cutBody(w, tt.head, tt.part, tt.reset)
+					return
+				}
+				io.WriteString(w, `{"id":"1","name":"whole"}`)
+			})
+			c := newHTTPClient(t, a)
+			q := NewQuery[string, user](c, Endpoint{URL: "/users/$id"}, Retry(2),
+				RetryDelay(func(int, error) time.Duration { return 0 }))
+
+			cuts.Store(3) // every attempt is cut
+			_, err := q.Fetch(context.Background(), "1")
+			require.Error(t, err)
+			var de *DecodeError
+			assert.False(t, errors.As(err, &de), "a cut body is no *DecodeError: %v", err)
+			if tt.wantCause != nil {
+				assert.ErrorIs(t, err, tt.wantCause)
+			}
+			assert.EqualValues(t, 3, a.hits.Load(), "retried")
+			assert.Contains(t, err.Error(), "GET "+a.URL+"/v1/users/1")
+
+			cuts.Store(2) // the third attempt gets it whole
+			u, err := q.Fetch(context.Background(), "1")
+			require.NoError(t, err)
+			assert.Equal(t, "whole", u.Name)
+			assert.EqualValues(t, 6, a.hits.Load())
+		})
+	}
+
+	// A body that arrived whole and does not parse is still a *DecodeError,
+	// and is not retried.
+	a := newAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		cutBody(w, "HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\n", `{"id":"1","na`, false)
+	})
+	c := newHTTPClient(t, a)
+	q := NewQuery[string, user](c, Endpoint{URL: "/users/$id"}, Retry(2),
+		RetryDelay(func(int, error) time.Duration { return 0 }))
+	_, err := q.Fetch(context.Background(), "1")
+	var de *DecodeError
+	require.ErrorAs(t, err, &de)
+	assert.EqualValues(t, 1, a.hits.Load(), "not retried")
+}
+
+// pipeUpstream is an upstream for tests inside a synctest bubble, where a
+// real socket would not do: a goroutine blocked on one is not durably
+// blocked, so the bubble's clock would not move. Its client dials net.Pipe
+// connections, each of which carries one request, read and handed to serve
+// on a goroutine of its own; serve writes a raw response (or part of one)
+// and returns, and the connection is then closed, unless serve blocks
+// reading it, which ends when the client gives up on the request.
+type pipeUpstream struct {
+	tr     *http.Transport
+	client *http.Client
+	reqs   atomic.Int32
+	wg     sync.WaitGroup
+}
+
+func newPipeUpstream(serve func(n int, conn net.Conn)) *pipeUpstream {
+	up := &pipeUpstream{}
+	up.tr = &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			client, server := net.Pipe()
+			up.wg.Go(func() {
+				defer server.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(server)); err != nil {
+					return
+				}
+				serve(int(up.reqs.Add(1)), server)
+			})
+			return client, nil
+		},
+		DisableKeepAlives: true,
+	}
+	up.client = &http.Client{Transport: up.tr}
+	return up
+}
+
+// close ends the upstream's connections and waits for its goroutines.
+func (up *pipeUpstream) close() {
+	up.tr.CloseIdleConnections()
+	up.wg.Wait()
+}
+
+const pipeOK = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 25\r\n\r\n"
+
+// stall blocks until the client closes conn.
+func stall(conn net.Conn) { io.Copy(io.Discard, conn) }
+
+// TestTimeoutMidBodyIsATransportError: the attempt's Timeout firing while
+// the body is read is a timeout (errors.Is context.DeadlineExceeded) and is
+// retried, not a *DecodeError.
+func TestTimeoutMidBodyIsATransportError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var stalls atomic.Int32
+		up := newPipeUpstream(func(n int, conn net.Conn) {
+			if stalls.Add(-1) >= 0 {
+				io.WriteString(conn, pipeOK+`{"id":"1","na`)
+				stall(conn)
+				return
+			}
+			io.WriteString(conn, pipeOK+`{"id":"1","name":"whole"}`)
+		})
+		defer up.close()
+		c := NewClient(WithBaseURL("http://upstream.test"), WithHTTPClient(up.client))
+		defer c.Close()
+		q := NewQuery[string, user](c, Endpoint{URL: "/users/$id"}, Timeout(5*time.Second), Retry(2))
+		start := time.Now()
+
+		stalls.Store(3)
+		_, err := q.Fetch(t.Context(), "1")
+		require.Error(t, err)
+		var de *DecodeError
+		assert.False(t, errors.As(err, &de), "a timeout mid-body is no *DecodeError: %v", err)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.EqualValues(t, 3, up.reqs.Load(), "retried")
+		// Three attempts of 5 s, with 1 s and 2 s between them.
+		assert.Equal(t, 18*time.Second, time.Since(start))
+
+		stalls.Store(2)
+		start = time.Now()
+		u, err := q.Fetch(t.Context(), "1")
+		require.NoError(t, err)
+		assert.Equal(t, "whole", u.Name)
+		assert.EqualValues(t, 6, up.reqs.Load())
+		assert.Equal(t, 13*time.Second, time.Since(start))
+	})
 }

@@ -207,12 +207,18 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	if resp.ContentLength > limit {
 		return zero, &bodyTooLargeError{URL: where, Limit: limit}
 	}
-	lr := &countingReader{r: io.LimitReader(resp.Body, limit+1)}
+	// A failure to read the body (the connection cut or reset, the
+	// attempt's Timeout) is a transport error, retried; only bytes that
+	// arrived and do not parse are a *DecodeError.
+	lr := &countingReader{r: resp.Body}
 	var v T
-	dec := json.NewDecoder(lr)
+	dec := json.NewDecoder(io.LimitReader(lr, limit+1))
 	err = dec.Decode(&v)
 	if lr.n > limit {
 		return zero, &bodyTooLargeError{URL: where, Limit: limit}
+	}
+	if lr.err != nil {
+		return zero, bodyReadError(ctx, method, where, lr.err)
 	}
 	if errors.Is(err, io.EOF) && lr.n == 0 && (resp.StatusCode == http.StatusNoContent || resp.ContentLength == 0) {
 		return zero, nil // no body: the zero T
@@ -223,6 +229,9 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	if _, err := dec.Token(); err != io.EOF {
 		if lr.n > limit {
 			return zero, &bodyTooLargeError{URL: where, Limit: limit}
+		}
+		if lr.err != nil {
+			return zero, bodyReadError(ctx, method, where, lr.err)
 		}
 		return zero, &DecodeError{URL: where, Err: errors.New("data after the JSON value")}
 	}
@@ -251,13 +260,29 @@ func isNilPointer(v any) bool {
 	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }
 
+// bodyReadError is the error of a body whose reading failed with err: a
+// transport error, which wraps err and, when the attempt's context ended
+// first (its Timeout), that context's cause.
+func bodyReadError(ctx context.Context, method, where string, err error) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+		err = fmt.Errorf("%w: %w", cause, err)
+	}
+	return fmt.Errorf("qcache: %s %s: reading the body: %w", method, shortURL(where), err)
+}
+
+// countingReader counts the bytes read through it and keeps the first
+// error other than io.EOF.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	err error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
 	return n, err
 }
