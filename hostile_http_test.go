@@ -524,10 +524,11 @@ func TestBodyCutOrResetIsATransportError(t *testing.T) {
 // and returns, and the connection is then closed, unless serve blocks
 // reading it, which ends when the client gives up on the request.
 type pipeUpstream struct {
-	tr     *http.Transport
-	client *http.Client
-	reqs   atomic.Int32
-	wg     sync.WaitGroup
+	tr        *http.Transport
+	client    *http.Client
+	reqs      atomic.Int32
+	wg        sync.WaitGroup
+	onRequest func(*http.Request) // if set, told of each request before serve
 }
 
 func newPipeUpstream(serve func(n int, conn net.Conn)) *pipeUpstream {
@@ -537,8 +538,12 @@ func newPipeUpstream(serve func(n int, conn net.Conn)) *pipeUpstream {
 			client, server := net.Pipe()
 			up.wg.Go(func() {
 				defer server.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(server)); err != nil {
+				req, err := http.ReadRequest(bufio.NewReader(server))
+				if err != nil {
 					return
+				}
+				if up.onRequest != nil {
+					up.onRequest(req)
 				}
 				serve(int(up.reqs.Add(1)), server)
 			})
@@ -598,5 +603,57 @@ func TestTimeoutMidBodyIsATransportError(t *testing.T) {
 		assert.Equal(t, "whole", u.Name)
 		assert.EqualValues(t, 6, up.reqs.Load())
 		assert.Equal(t, 13*time.Second, time.Since(start))
+	})
+}
+
+// ---------- the default attempt timeout ----------
+
+// TestAttemptsTimeOutAfter30sByDefault: an upstream that never sends its
+// headers, behind a client without a timeout of its own (as
+// http.DefaultClient is), must not hold an observed entry in Fetching
+// forever: each attempt gives up after 30 s unless Timeout says otherwise,
+// and Timeout(0) means no limit.
+func TestAttemptsTimeOutAfter30sByDefault(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		var mu sync.Mutex
+		starts := map[string][]time.Duration{}
+		up := newPipeUpstream(func(n int, conn net.Conn) {
+			stall(conn) // never a header
+		})
+		up.onRequest = func(r *http.Request) {
+			mu.Lock()
+			starts[r.URL.Path] = append(starts[r.URL.Path], time.Since(start))
+			mu.Unlock()
+		}
+		defer up.close()
+		c := NewClient(WithBaseURL("http://upstream.test"), WithHTTPClient(up.client))
+		defer c.Close()
+		byDefault := NewQuery[string, user](c, Endpoint{URL: "/default/$id"})
+		short := NewQuery[string, user](c, Endpoint{URL: "/short/$id"}, Timeout(2*time.Second))
+		none := NewQuery[string, user](c, Endpoint{URL: "/none/$id"}, Timeout(0))
+		ctx := t.Context()
+		obs := []*Observer[user]{byDefault.Use(ctx, "1"), short.Use(ctx, "1"), none.Use(ctx, "1")}
+		defer func() {
+			for _, o := range obs {
+				o.Close()
+			}
+		}()
+
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		for i, o := range obs[:2] {
+			s := o.State()
+			assert.Equal(t, FetchIdle, s.FetchStatus, "observer %d", i)
+			assert.Equal(t, StatusError, s.Status, "observer %d", i)
+			assert.ErrorIs(t, s.Err, context.DeadlineExceeded, "observer %d", i)
+		}
+		assert.Equal(t, Fetching, obs[2].State().FetchStatus, "Timeout(0): no limit")
+		mu.Lock()
+		defer mu.Unlock()
+		// Four attempts, 1 s, 2 s and 4 s apart after each timeout.
+		assert.Equal(t, secs(0, 31, 63, 97), starts["/default/1"])
+		assert.Equal(t, secs(0, 3, 7, 13), starts["/short/1"])
+		assert.Equal(t, secs(0), starts["/none/1"])
 	})
 }

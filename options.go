@@ -137,8 +137,11 @@ type queryConfig struct {
 	local      bool // Local
 }
 
+// defaultTimeout bounds each attempt of a fetch unless Timeout says otherwise.
+const defaultTimeout = 30 * time.Second
+
 func defaultQueryConfig() queryConfig {
-	return queryConfig{gcTime: 5 * time.Minute, retry: 3}
+	return queryConfig{gcTime: 5 * time.Minute, retry: 3, timeout: defaultTimeout}
 }
 
 func nonNegative(name string, d time.Duration) {
@@ -180,7 +183,14 @@ func RetryDelay(f func(failureCount int, err error) time.Duration) QueryOption {
 	return func(c *queryConfig) { c.retryDelay = f }
 }
 
-// Timeout bounds each attempt of a fetch (default: none).
+// Timeout bounds each attempt of a fetch: for NewQuery, from the request to
+// the end of the body; for NewQueryFunc, through the context given to the
+// function (default 30 s; 0: no bound). An attempt that runs out fails with
+// an error wrapping context.DeadlineExceeded, and is retried like any
+// transport error. The default also protects an entry from an upstream
+// that never answers behind an http.Client without a Timeout of its own,
+// such as http.DefaultClient, which would otherwise hold it in Fetching
+// for good.
 func Timeout(d time.Duration) QueryOption {
 	nonNegative("Timeout", d)
 	return func(c *queryConfig) { c.timeout = d }
