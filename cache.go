@@ -375,7 +375,7 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 		// one arrives with the error, in one change.
 		e.noteFailure(op, failures)
 		q.c.retries.Add(1)
-		q.c.cfg.logger.Debug("qcache: retrying fetch", "key", e.key.String(), "attempt", failures+1, "delay", delay, "err", err)
+		q.c.cfg.logger.Debug("qcache: retrying fetch", "key", e.keyText(), "attempt", failures+1, "delay", delay, "err", err)
 		if !wait.Sleep(op.ctx, delay) {
 			err = context.Cause(op.ctx)
 			break
@@ -435,7 +435,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 	op.cancel(nil)
 	if err != nil {
 		c.fetchErrors.Add(1)
-		c.cfg.logger.Debug("qcache: fetch failed", "key", e.key.String(), "err", err)
+		c.cfg.logger.Debug("qcache: fetch failed", "key", e.keyText(), "err", err)
 	} else {
 		c.fetchSuccesses.Add(1)
 	}
@@ -497,7 +497,7 @@ func (e *entry[P, T]) abandonLocked(op *fetchOp[T], cause error) {
 	if errors.Is(cause, ErrClosed) {
 		op.err = ErrClosed
 	} else {
-		op.err = fmt.Errorf("qcache: fetch %s: %w", e.key, cause)
+		op.err = fmt.Errorf("qcache: fetch %s: %w", e.keyText(), cause)
 	}
 	if e.inflight == op {
 		e.inflight = nil
@@ -519,11 +519,15 @@ func (e *entry[P, T]) nextLocked() {
 	e.scheduleGCLocked()
 }
 
+// keyText is the key for errors and logs, cut as URLs are (a path value
+// of megabytes must not make an error of megabytes).
+func (e *entry[P, T]) keyText() string { return shortURL(e.key.String()) }
+
 func (e *entry[P, T]) wrapErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("qcache: fetch %s: %w", e.key, err)
+	return fmt.Errorf("qcache: fetch %s: %w", e.keyText(), err)
 }
 
 // wait blocks until op settles or ctx ends; a caller whose context ends
@@ -540,7 +544,7 @@ func (e *entry[P, T]) wait(ctx context.Context, op *fetchOp[T]) (T, error) {
 		}
 		e.leave(op)
 		var zero T
-		return zero, fmt.Errorf("qcache: %s: %w", e.key, context.Cause(ctx))
+		return zero, fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
 	}
 }
 
@@ -581,7 +585,7 @@ func (e *entry[P, T]) dropFollowUpLocked(cause error) {
 	if errors.Is(cause, ErrClosed) {
 		f.err = ErrClosed
 	} else {
-		f.err = fmt.Errorf("qcache: fetch %s: %w", e.key, cause)
+		f.err = fmt.Errorf("qcache: fetch %s: %w", e.keyText(), cause)
 	}
 	close(f.done)
 }
@@ -604,9 +608,8 @@ func retryable(err error) bool {
 	}
 	var de *DecodeError
 	var pe *panicError
-	var be *bodyTooLargeError
-	var re *requestError
-	return !errors.As(err, &de) && !errors.As(err, &pe) && !errors.As(err, &be) && !errors.As(err, &re)
+	var re *RequestError
+	return !errors.As(err, &de) && !errors.As(err, &pe) && !errors.Is(err, ErrResponseTooLarge) && !errors.As(err, &re)
 }
 
 // ---------- invalidation, removal, gc ----------
@@ -679,7 +682,7 @@ func (e *entry[P, T]) waitFunc(op *fetchOp[T]) func(context.Context) error {
 			}
 			return nil
 		case <-ctx.Done():
-			return fmt.Errorf("qcache: %s: %w", e.key, context.Cause(ctx))
+			return fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
 		}
 	}
 }

@@ -68,7 +68,9 @@
 // backoff and invalidating what may have been missed after each reconnect.
 //
 // Errors. Non-2xx answers are *HTTPError, undecodable or invalid bodies
-// *DecodeError; the cached data stays in both cases. Every call after
+// *DecodeError; the cached data stays in both cases. A path value that is
+// empty, "." or ".." (in any escaping) is refused before any request with a
+// *RequestError wrapping ErrInvalidPathValue. Every call after
 // Client.Close returns ErrClosed. Malformed endpoints panic in NewQuery, as
 // malformed patterns do in http.ServeMux.
 //

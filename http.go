@@ -10,19 +10,15 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
+	"time"
 
+	"github.com/qcache-go/qcache/internal/backoff"
 	"github.com/qcache-go/qcache/internal/endpoint"
 )
 
 const maxErrorBody = 4 << 10
-
-// requestError is a request that could not be built or was refused by a
-// request editor: it is not retried.
-type requestError struct{ err error }
-
-func (e *requestError) Error() string { return e.err.Error() }
-func (e *requestError) Unwrap() error { return e.err }
 
 type validator interface{ Validate() error }
 
@@ -40,7 +36,7 @@ type httpEndpoint struct {
 // template is malformed or t cannot bind it, and when a relative URL is given
 // to a client without WithBaseURL.
 func compileEndpoint(c *Client, ep Endpoint, t reflect.Type, defaultMethod string) httpEndpoint {
-	b, err := endpoint.Compile(ep.URL, t)
+	b, err := endpoint.Compile(ep.URL, t, endpoint.WrapValueErrors(func(err error) error { return &RequestError{Err: err} }))
 	if err != nil {
 		panic(err.Error())
 	}
@@ -66,6 +62,83 @@ func (he httpEndpoint) url(path, query string) string {
 	return u
 }
 
+// ---------- redirects ----------
+
+// guardRedirects returns a CheckRedirect for an http.Client that applies
+// stripCredentialsOnRedirect(r, via, keep...) to every redirect, then
+// next (the client's own CheckRedirect) or, when next is nil, net/http's
+// default: stop after 10 redirects.
+func guardRedirects(next func(r *http.Request, via []*http.Request) error, keep ...string) func(r *http.Request, via []*http.Request) error {
+	return func(r *http.Request, via []*http.Request) error {
+		stripCredentialsOnRedirect(r, via, keep...)
+		if next != nil {
+			return next(r, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+}
+
+// stripCredentialsOnRedirect applies the redirect rule of every request
+// qcache makes (DESIGN.md: a redirect that leaves the origin drops every
+// credential). r is the next request of a redirect chain and via the
+// requests made so far, oldest first, as http.Client.CheckRedirect gets
+// them. When r, or any request of via after the first, is not sameOrigin
+// with via[0], it removes from r every header but those named in keep
+// (Authorization, cookies, Referer, which net/http fills with the previous
+// URL, query string included, and every header set by WithHeader,
+// Endpoint.Header or a request editor), and r's user info. Once a chain has
+// left the origin it stays stripped, even when it comes back: the server
+// that redirected it back chose where it lands. It reports whether it
+// stripped. net/http's own rule drops only Authorization and cookies, and
+// keeps them for another port of the same host.
+func stripCredentialsOnRedirect(r *http.Request, via []*http.Request, keep ...string) bool {
+	if len(via) == 0 {
+		return false
+	}
+	origin := via[0].URL
+	left := !sameOrigin(origin, r.URL)
+	for _, v := range via[1:] {
+		left = left || !sameOrigin(origin, v.URL)
+	}
+	if !left {
+		return false
+	}
+	for k := range r.Header {
+		if !slices.ContainsFunc(keep, func(name string) bool { return http.CanonicalHeaderKey(name) == k }) {
+			delete(r.Header, k)
+		}
+	}
+	r.URL.User = nil
+	return true
+}
+
+// sameOrigin reports whether a and b have the same origin: the same scheme
+// and host (case-insensitively) and the same port, the scheme's default
+// (80 for http and ws, 443 for https and wss) standing for a missing one.
+// Unlike net/http's rule for Authorization, another port is another origin.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) &&
+		strings.EqualFold(a.Hostname(), b.Hostname()) &&
+		originPort(a) == originPort(b)
+}
+
+// originPort returns u's port, or its scheme's default.
+func originPort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "ws":
+		return "80"
+	case "https", "wss":
+		return "443"
+	}
+	return ""
+}
+
 // safeURL returns u without user info, for errors and logs.
 func safeURL(u *url.URL) string {
 	if u.User == nil {
@@ -84,7 +157,7 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	var zero T
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return zero, &requestError{fmt.Errorf("qcache: bad request URL: %w", err)}
+		return zero, &RequestError{Err: fmt.Errorf("qcache: bad request URL: %w", err)}
 	}
 	var rd io.Reader
 	if hasBody {
@@ -92,7 +165,7 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return zero, &requestError{fmt.Errorf("qcache: %s %s: %w", method, safeURL(u), err)}
+		return zero, &RequestError{Err: fmt.Errorf("qcache: %s %s: %w", method, shortURL(safeURL(u)), err)}
 	}
 	for k, vs := range c.cfg.header {
 		req.Header[k] = append([]string(nil), vs...)
@@ -106,38 +179,19 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	}
 	for _, edit := range c.cfg.editors {
 		if err := edit(req); err != nil {
-			return zero, &requestError{fmt.Errorf("qcache: request editor: %w", err)}
+			return zero, &RequestError{Err: fmt.Errorf("qcache: request editor: %w", err)}
 		}
 	}
 	where := safeURL(u)
-	// A redirect to another origin must not carry the headers set above
-	// (WithHeader, Endpoint.Header, request editors): net/http drops only
-	// Authorization and cookies there.
 	hc := *c.cfg.httpClient
-	check := hc.CheckRedirect
-	hc.CheckRedirect = func(r *http.Request, via []*http.Request) error {
-		if from := via[0].URL; r.URL.Scheme != from.Scheme || r.URL.Host != from.Host {
-			for k := range r.Header {
-				if k != "Accept" && k != "Content-Type" && k != "Referer" {
-					delete(r.Header, k)
-				}
-			}
-		}
-		if check != nil {
-			return check(r, via)
-		}
-		if len(via) >= 10 {
-			return errors.New("stopped after 10 redirects")
-		}
-		return nil
-	}
+	hc.CheckRedirect = guardRedirects(hc.CheckRedirect, "Accept", "Content-Type")
 	resp, err := hc.Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return zero, fmt.Errorf("qcache: %s %s: %w", method, where, err)
+		return zero, fmt.Errorf("qcache: %s %s: %w", method, shortURL(where), err)
 	}
 	defer func() {
 		io.CopyN(io.Discard, resp.Body, maxErrorBody)
@@ -145,19 +199,26 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	}()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		ra, _ := backoff.RetryAfter(resp.Header, time.Now())
 		return zero, &HTTPError{Method: method, URL: where, StatusCode: resp.StatusCode,
-			Status: resp.Status, Header: resp.Header, Body: b}
+			Status: resp.Status, Header: resp.Header, Body: b, RetryAfter: ra}
 	}
 	limit := c.cfg.maxResponseBytes
 	if resp.ContentLength > limit {
 		return zero, &bodyTooLargeError{URL: where, Limit: limit}
 	}
-	lr := &countingReader{r: io.LimitReader(resp.Body, limit+1)}
+	// A failure to read the body (the connection cut or reset, the
+	// attempt's Timeout) is a transport error, retried; only bytes that
+	// arrived and do not parse are a *DecodeError.
+	lr := &countingReader{r: resp.Body}
 	var v T
-	dec := json.NewDecoder(lr)
+	dec := json.NewDecoder(io.LimitReader(lr, limit+1))
 	err = dec.Decode(&v)
 	if lr.n > limit {
 		return zero, &bodyTooLargeError{URL: where, Limit: limit}
+	}
+	if lr.err != nil {
+		return zero, bodyReadError(ctx, method, where, lr.err)
 	}
 	if errors.Is(err, io.EOF) && lr.n == 0 && (resp.StatusCode == http.StatusNoContent || resp.ContentLength == 0) {
 		return zero, nil // no body: the zero T
@@ -168,6 +229,9 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	if _, err := dec.Token(); err != io.EOF {
 		if lr.n > limit {
 			return zero, &bodyTooLargeError{URL: where, Limit: limit}
+		}
+		if lr.err != nil {
+			return zero, bodyReadError(ctx, method, where, lr.err)
 		}
 		return zero, &DecodeError{URL: where, Err: errors.New("data after the JSON value")}
 	}
@@ -196,13 +260,29 @@ func isNilPointer(v any) bool {
 	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }
 
+// bodyReadError is the error of a body whose reading failed with err: a
+// transport error, which wraps err and, when the attempt's context ended
+// first (its Timeout), that context's cause.
+func bodyReadError(ctx context.Context, method, where string, err error) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+		err = fmt.Errorf("%w: %w", cause, err)
+	}
+	return fmt.Errorf("qcache: %s %s: reading the body: %w", method, shortURL(where), err)
+}
+
+// countingReader counts the bytes read through it and keeps the first
+// error other than io.EOF.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	err error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
 	return n, err
 }

@@ -62,7 +62,8 @@ func WithHTTPClient(h *http.Client) ClientOption {
 }
 
 // WithHeader adds a header sent with every request. Its value never appears
-// in errors or logs.
+// in errors or logs, and it is not sent on after a redirect to another
+// origin (scheme, host or port).
 func WithHeader(key, value string) ClientOption {
 	return func(c *clientConfig) { c.header.Add(key, value) }
 }
@@ -71,7 +72,7 @@ func WithHeader(key, value string) ClientOption {
 // is sent (to sign it, say). An error from it fails the fetch and is not
 // retried; it is returned wrapped as it is, so it must not carry credentials
 // (nor r.URL, which may hold the base URL's user info). Headers it sets are
-// not sent on to another host after a redirect.
+// not sent on after a redirect to another origin (scheme, host or port).
 func WithRequestEditor(edit func(*http.Request) error) ClientOption {
 	return func(c *clientConfig) {
 		if edit != nil {
@@ -137,8 +138,11 @@ type queryConfig struct {
 	local         bool // Local
 }
 
+// defaultTimeout bounds each attempt of a fetch unless Timeout says otherwise.
+const defaultTimeout = 30 * time.Second
+
 func defaultQueryConfig() queryConfig {
-	return queryConfig{gcTime: 5 * time.Minute, retry: 3, maxRetryDelay: 30 * time.Second}
+	return queryConfig{gcTime: 5 * time.Minute, retry: 3, timeout: defaultTimeout, maxRetryDelay: 30 * time.Second}
 }
 
 func nonNegative(name string, d time.Duration) {
@@ -193,7 +197,14 @@ func MaxRetryDelay(d time.Duration) QueryOption {
 	return func(c *queryConfig) { c.maxRetryDelay = d }
 }
 
-// Timeout bounds each attempt of a fetch (default: none).
+// Timeout bounds each attempt of a fetch: for NewQuery, from the request to
+// the end of the body; for NewQueryFunc, through the context given to the
+// function (default 30 s; 0: no bound). An attempt that runs out fails with
+// an error wrapping context.DeadlineExceeded, and is retried like any
+// transport error. The default also protects an entry from an upstream
+// that never answers behind an http.Client without a Timeout of its own,
+// such as http.DefaultClient, which would otherwise hold it in Fetching
+// for good.
 func Timeout(d time.Duration) QueryOption {
 	nonNegative("Timeout", d)
 	return func(c *queryConfig) { c.timeout = d }

@@ -71,7 +71,7 @@ func NewQuery[P comparable, T any](c *Client, ep Endpoint, opts ...QueryOption) 
 		path, query, _, err := b.Bind(p)
 		if err != nil {
 			var zero T
-			return zero, &requestError{err}
+			return zero, &RequestError{err}
 		}
 		return doJSON[T](ctx, c, he.method, he.url(path, query), he.header, nil, false)
 	}
@@ -256,7 +256,7 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 	}
 	if ctx.Err() != nil {
 		e.mu.Unlock()
-		return zero, fmt.Errorf("qcache: %s: %w", e.key, context.Cause(ctx))
+		return zero, fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
 	}
 	c.misses.Add(1)
 	e.lastUse.Store(c.useClock.Add(1))

@@ -464,7 +464,7 @@ func (e *entry[P, T]) explicitFetch(ctx context.Context) (T, error) {
 	if ctx.Err() != nil {
 		e.mu.Unlock()
 		var zero T
-		return zero, fmt.Errorf("qcache: %s: %w", e.key, context.Cause(ctx))
+		return zero, fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
 	}
 	op := e.refetchLocked(wantWait)
 	e.mu.Unlock()

@@ -12,20 +12,43 @@ import (
 	"strings"
 )
 
+// ErrInvalidPathValue is wrapped by every error of Bind about a path value
+// that cannot be sent: an empty one, or one that is "." or ".." in any
+// escaping ("%2E", ".%2e", "%252E%252E"), which a server that parses URLs the
+// WHATWG way resolves as a step up or across the path.
+var ErrInvalidPathValue = errors.New("qcache: invalid path value")
+
+// valueError is an error of Bind about a path value.
+type valueError struct{ msg string }
+
+func (e *valueError) Error() string { return e.msg }
+func (e *valueError) Unwrap() error { return ErrInvalidPathValue }
+
+// An Option changes what Compile returns.
+type Option func(*Binding)
+
+// WrapValueErrors makes Bind pass each of its errors about a path value
+// (those wrapping ErrInvalidPathValue) through wrap, so that the caller can
+// give them a type of its own.
+func WrapValueErrors(wrap func(error) error) Option {
+	return func(b *Binding) { b.wrap = wrap }
+}
+
 // Binding is a compiled template bound to a parameter type. Safe for concurrent use.
 //
 // A Binding is immutable after Compile or CompileFunc returns.
 type Binding struct {
-	tmpl     string       // original template, for error messages ("" for function queries)
-	typ      reflect.Type // parameter type P
-	fn       bool         // function query (no template)
-	absolute bool         // template was an absolute URL
-	base     string       // "scheme://host" for absolute templates
-	segs     [][]piece    // path segments (split on "/"), each a list of pieces
-	vars     []string     // template variables in order of appearance
-	litQuery url.Values   // literal query values from the template
-	pathVals []getter     // one per template variable (indexed by variable), or path values for function queries
-	queries  []queryField // query parameters from struct fields
+	tmpl     string            // original template, for error messages ("" for function queries)
+	typ      reflect.Type      // parameter type P
+	fn       bool              // function query (no template)
+	absolute bool              // template was an absolute URL
+	base     string            // "scheme://host" for absolute templates
+	segs     [][]piece         // path segments (split on "/"), each a list of pieces
+	vars     []string          // template variables in order of appearance
+	litQuery url.Values        // literal query values from the template
+	pathVals []getter          // one per template variable (indexed by variable), or path values for function queries
+	queries  []queryField      // query parameters from struct fields
+	wrap     func(error) error // WrapValueErrors; nil: as they are
 }
 
 // piece is a literal or a variable reference inside a path segment.
@@ -57,8 +80,11 @@ type queryField struct {
 // ("/users/$userId/posts/{postId}", optionally with a literal query "?active=true")
 // or an absolute http/https URL with such a path. Errors name the offending variable
 // and the type, e.g. `qcache: endpoint "/users/$userId": template variable "userId" is not bound by type main.P`.
-func Compile(tmpl string, t reflect.Type) (*Binding, error) {
+func Compile(tmpl string, t reflect.Type, opts ...Option) (*Binding, error) {
 	b := &Binding{tmpl: tmpl, typ: t}
+	for _, o := range opts {
+		o(b)
+	}
 	errf := func(format string, args ...any) error {
 		return fmt.Errorf("qcache: endpoint %q: %s", tmpl, fmt.Sprintf(format, args...))
 	}
@@ -215,7 +241,10 @@ func (b *Binding) Vars() []string {
 //     not empty.
 //
 // err is non-nil for a value that cannot be sent, e.g. an empty path value
-// (`qcache: empty value for path variable "userId"`).
+// (`qcache: empty value for path variable "userId"`), or one that is "." or
+// ".." in any escaping, alone or together with the rest of its segment; such
+// errors wrap ErrInvalidPathValue. A function query has no such errors: its
+// values only make keys.
 func (b *Binding) Bind(p any) (path, query string, key []string, err error) {
 	v := reflect.ValueOf(p)
 	if !v.IsValid() || v.Type() != b.typ {
@@ -229,8 +258,14 @@ func (b *Binding) Bind(p any) (path, query string, key []string, err error) {
 	vals := make([]string, len(b.pathVals))
 	for i, g := range b.pathVals {
 		vals[i] = g.get(v)
-		if vals[i] == "" && !b.fn {
-			return "", "", nil, fmt.Errorf("qcache: empty value for path variable %q", g.name)
+		if b.fn {
+			continue
+		}
+		if vals[i] == "" {
+			return "", "", nil, b.valueErr(fmt.Sprintf("qcache: empty value for path variable %q", g.name))
+		}
+		if isDotSegment(vals[i]) {
+			return "", "", nil, b.valueErr(fmt.Sprintf("qcache: path variable %q: value %q is a dot segment once unescaped, which servers resolve as a path step", g.name, vals[i]))
 		}
 	}
 
@@ -259,14 +294,20 @@ func (b *Binding) Bind(p any) (path, query string, key []string, err error) {
 				sb.WriteByte('/')
 			}
 			start := sb.Len()
+			var names []string // the variables of the segment
 			for _, pc := range seg {
 				if pc.varIdx < 0 {
 					sb.WriteString(pc.lit)
 				} else {
 					sb.WriteString(escapePathValue(vals[pc.varIdx]))
+					names = append(names, fmt.Sprintf("%q", b.vars[pc.varIdx]))
 				}
 			}
-			if s := sb.String()[start:]; s != "" {
+			s := sb.String()[start:]
+			if names != nil && isDotSegment(s) {
+				return "", "", nil, b.valueErr(fmt.Sprintf("qcache: path variables %s: together they make segment %q, a dot segment once unescaped, which servers resolve as a path step", strings.Join(names, ", "), s))
+			}
+			if s != "" {
 				key = append(key, s)
 			}
 		}
@@ -278,9 +319,40 @@ func (b *Binding) Bind(p any) (path, query string, key []string, err error) {
 	return path, query, key, nil
 }
 
+// valueErr returns the error of Bind about a path value.
+func (b *Binding) valueErr(msg string) error {
+	var err error = &valueError{msg}
+	if b.wrap != nil {
+		err = b.wrap(err)
+	}
+	return err
+}
+
+// isDotSegment reports whether s is "." or ".." once percent-decoded, as
+// many times as it decodes: "%2E", ".%2e" and "%252E%252E" all are. (A
+// WHATWG URL parser takes "%2E" for "." in a path; a server or proxy that
+// decodes the path once more before routing takes "%252E" for it too.)
+func isDotSegment(s string) bool {
+	for {
+		if s == "." || s == ".." {
+			return true
+		}
+		if !strings.Contains(s, "%") || strings.Trim(s, ".%0123456789abcdefABCDEF") != "" {
+			return false
+		}
+		d, err := url.PathUnescape(s)
+		if err != nil || d == s {
+			return false
+		}
+		s = d // shorter: the loop ends
+	}
+}
+
 // escapePathValue escapes s for use inside one path segment: it applies
 // url.PathEscape and additionally encodes the dot segments "." and ".." as
-// "%2E" and "%2E%2E", so the result can never change the path structure.
+// "%2E" and "%2E%2E", so the result can never change the path structure
+// for a parser that does not decode dots (Bind refuses those values first,
+// because WHATWG parsers do decode them).
 func escapePathValue(s string) string {
 	switch s {
 	case ".":
@@ -357,7 +429,7 @@ func (b *Binding) parse(tmpl string) error {
 					return err
 				}
 			}
-			if len(names) == 0 && (s == "." || s == "..") {
+			if len(names) == 0 && isDotSegment(s) {
 				return fmt.Errorf("dot segment %q not allowed in template path", s)
 			}
 			for k, pc := range pieces {

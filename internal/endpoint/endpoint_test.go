@@ -1,6 +1,7 @@
 package endpoint
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"reflect"
@@ -376,18 +377,16 @@ func TestCompileFunc(t *testing.T) {
 	}
 }
 
-// hostile path values and the exact escaped segment expected.
+// hostile path values and the exact escaped segment expected. Values that
+// are dot segments are refused instead (TestBindRefusesDotAndEmptyValues).
 var hostile = []struct{ in, want string }{
 	{"../admin", "..%2Fadmin"},
-	{"..", "%2E%2E"},
-	{".", "%2E"},
 	{"...", "..."},
 	{"42?x=1", "42%3Fx=1"},
 	{"42#f", "42%23f"},
 	{"a/b", "a%2Fb"},
 	{"/", "%2F"},
 	{"//evil.test", "%2F%2Fevil.test"},
-	{"%2e%2e", "%252e%252e"},
 	{"%2F", "%252F"},
 	{"a\r\nHost: evil", "a%0D%0AHost:%20evil"},
 	{"\n", "%0A"},
@@ -548,5 +547,113 @@ func TestVarsIsCopy(t *testing.T) {
 	b.Vars()[0] = "mutated"
 	if b.Vars()[0] != "x" {
 		t.Fatal("Vars() exposes internal slice")
+	}
+}
+
+// TestBindRefusesDotAndEmptyValues: a path value that is "." or ".." in any
+// escaping would be resolved as a path step by a server that parses URLs the
+// WHATWG way ("%2E%2E" is ".." there), and an empty one collapses the
+// segment: Bind refuses them, naming the variable.
+func TestBindRefusesDotAndEmptyValues(t *testing.T) {
+	type X struct{ X string }
+	type Two struct {
+		A string `path:"a"`
+		B string `path:"b"`
+	}
+	one, err := Compile("/a/$x/b", reflect.TypeFor[X]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, err := Compile("https://api.test/a/$x/b", reflect.TypeFor[string]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	affix, err := Compile("/a/v$x.json", reflect.TypeFor[string]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, err := Compile("/a/{a}{b}/c", reflect.TypeFor[Two]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		b     *Binding
+		p     any
+		refer string // variable named in the error; "" if the value is sent
+	}{
+		{"dot", one, X{"."}, "x"},
+		{"dot dot", one, X{".."}, "x"},
+		{"encoded dot", one, X{"%2E"}, "x"},
+		{"encoded dot lower", one, X{"%2e"}, "x"},
+		{"encoded dots", one, X{"%2E%2E"}, "x"},
+		{"encoded dots mixed case", one, X{"%2e%2E"}, "x"},
+		{"half encoded", one, X{".%2E"}, "x"},
+		{"half encoded other half", one, X{"%2e."}, "x"},
+		{"double encoded", one, X{"%252E%252e"}, "x"},
+		{"triple encoded", one, X{"%25252e"}, "x"},
+		{"double encoded half", one, X{".%252E"}, "x"},
+		{"empty", one, X{""}, "x"},
+		{"absolute dot dot", abs, "..", "x"},
+		{"absolute encoded", abs, "%2E%2e", "x"},
+		{"absolute empty", abs, "", "x"},
+		{"dot beside a literal", affix, ".", "x"},
+		{"encoded dots beside a literal", affix, "%2E%2E", "x"},
+		{"two dots in one segment", two, Two{".", "."}, "a"},
+		{"a dot split across variables", two, Two{"%2", "E"}, "b"},
+		{"dots split across variables", two, Two{"%252", "E%252E"}, "b"},
+		{"two empties", two, Two{"", ""}, "a"},
+		{"one empty", two, Two{"x", ""}, "b"},
+
+		{"three dots", one, X{"..."}, ""},
+		{"dot and letter", one, X{".a"}, ""},
+		{"dots and slash", one, X{"..%2F"}, ""},
+		{"encoded dots and slash", one, X{"%2E%2E%2F"}, ""},
+		{"encoded three dots", one, X{"%2E%2E."}, ""},
+		{"fullwidth dots", one, X{"．．"}, ""},
+		{"bad escape", one, X{"%2"}, ""},
+		{"dots beside a literal", affix, "..", "x"},
+		{"one dot of two", two, Two{".", "a"}, "a"},
+		{"dots in a value", affix, "a..b", ""},
+		{"one empty of two", two, Two{"", "a"}, "a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path, _, key, err := tt.b.Bind(tt.p)
+			if tt.refer == "" {
+				if err != nil {
+					t.Fatalf("Bind(%#v): %v", tt.p, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Bind(%#v) = %q, key %q: want an error", tt.p, path, key)
+			}
+			if !strings.Contains(err.Error(), fmt.Sprintf("%q", tt.refer)) {
+				t.Errorf("error %q does not name variable %q", err, tt.refer)
+			}
+			if !errors.Is(err, ErrInvalidPathValue) {
+				t.Errorf("error %q does not wrap ErrInvalidPathValue", err)
+			}
+		})
+	}
+}
+
+func TestWrapValueErrors(t *testing.T) {
+	type wrapped struct{ error }
+	b, err := Compile("/a/$x", reflect.TypeFor[string](), WrapValueErrors(func(err error) error { return wrapped{err} }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"", "..", "%2E"} {
+		_, _, _, err := b.Bind(v)
+		if w, ok := err.(wrapped); !ok || !errors.Is(w.error, ErrInvalidPathValue) {
+			t.Errorf("Bind(%q): err = %#v, want it wrapped", v, err)
+		}
+	}
+	if _, _, _, err := b.Bind(42); err == nil {
+		t.Error("wrong type: want an error")
+	} else if _, ok := err.(wrapped); ok {
+		t.Errorf("wrong type: err = %v is not about a value, and is not wrapped", err)
 	}
 }
