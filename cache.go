@@ -793,8 +793,8 @@ func (e *entry[P, T]) gcDue(at time.Duration) {
 func (q *Query[P, T]) retryDelay(n int, err error) (time.Duration, bool) {
 	var he *HTTPError
 	if errors.As(err, &he) {
-		if d, ok := backoff.RetryAfter(he.Header, time.Now()); ok {
-			return d, d <= q.cfg.maxRetryDelay
+		if d, ok, within := backoff.RetryAfterWithin(he.Header, time.Now(), q.cfg.maxRetryDelay); ok {
+			return d, within
 		}
 	}
 	if q.cfg.retryDelay != nil {

@@ -198,8 +198,8 @@ func TestEndedContextNeverCallsUpstream(t *testing.T) {
 	})
 }
 
-func TestRetryAfterFarAwayDoesNotWrap(t *testing.T) {
-	for _, v := range []string{"9223372037", "18446744074", "99999999999999"} {
+func TestRetryAfterPastTheCapGivesUp(t *testing.T) {
+	for _, v := range []string{"3600", "Fri, 31 Dec 9999 23:59:59 GMT", "9223372037", "18446744074", "99999999999999"} {
 		t.Run(v, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				q := NewQueryFunc(NewClient(), Key{"r"}, func(ctx context.Context, p string) (string, error) {
@@ -342,4 +342,47 @@ func TestClientCloseFromCallbacks(t *testing.T) {
 		for range o.Changes() {
 		}
 	})
+}
+
+func TestRetryAfterPastTheCapReachesObservers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(func(ctx context.Context, n int, p string) (string, error) {
+			if n == 1 {
+				return "", &HTTPError{StatusCode: 429, Header: http.Header{"Retry-After": {"3600"}}}
+			}
+			return value(n, p), nil
+		})
+		_, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "a", RefetchInterval(time.Second))
+		defer o.Close()
+		synctest.Wait()
+		s := o.State()
+		var he *HTTPError
+		require.ErrorAs(t, s.Err, &he, "the entry holds the server's answer at once")
+		assert.Equal(t, FetchIdle, s.FetchStatus)
+		assert.Equal(t, 1, s.FailureCount)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		assert.Equal(t, "v2:a", o.State().Data, "the next poll tries again")
+	})
+}
+
+func TestMutationRetryAfterPastTheCapGivesUp(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Retry-After", "3600")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	c := NewClient(WithBaseURL(srv.URL))
+	defer c.Close()
+	m := NewMutation[struct{}, string, string](c, Endpoint{Method: "POST", URL: "/m"})
+	noHang(t, "Do", func() {
+		_, err := m.Do(context.Background(), struct{}{}, "b")
+		var he *HTTPError
+		require.ErrorAs(t, err, &he)
+		assert.Equal(t, time.Hour, he.RetryAfter)
+	})
+	assert.Equal(t, int32(1), calls.Load(), "no retry")
 }

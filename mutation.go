@@ -272,8 +272,11 @@ func (m *Mutation[P, B, R]) send(ctx context.Context, u string, payload []byte) 
 		if failures > m.cfg.retry || !retryable(err) {
 			return zero, err
 		}
+		delay, ok := m.retryDelay(failures-1, err)
+		if !ok {
+			return zero, err // the server asks for a longer wait than the cap
+		}
 		c.retries.Add(1)
-		delay := m.retryDelay(failures-1, err)
 		c.cfg.logger.Debug("qcache: retrying mutation", "mutation", m.name, "attempt", failures+1, "delay", delay, "err", err)
 		if !wait.Sleep(rctx, delay) {
 			if closed() {
@@ -284,18 +287,24 @@ func (m *Mutation[P, B, R]) send(ctx context.Context, u string, payload []byte) 
 	}
 }
 
-// retryDelay is the wait before retry n (0 for the first), as for queries.
-func (m *Mutation[P, B, R]) retryDelay(n int, err error) time.Duration {
+// maxMutationRetryDelay caps every wait before a mutation's retry, as
+// MaxRetryDelay's default does for queries.
+const maxMutationRetryDelay = 30 * time.Second
+
+// retryDelay is the wait before retry n (0 for the first), as for queries:
+// it reports false when the server asks for longer than the cap, and the
+// mutation then fails with the server's answer instead of waiting.
+func (m *Mutation[P, B, R]) retryDelay(n int, err error) (time.Duration, bool) {
 	var he *HTTPError
 	if errors.As(err, &he) {
-		if d, ok := backoff.RetryAfter(he.Header, time.Now()); ok {
-			return d
+		if d, ok, within := backoff.RetryAfterWithin(he.Header, time.Now(), maxMutationRetryDelay); ok {
+			return d, within
 		}
 	}
 	if m.cfg.retryDelay != nil {
-		return max(m.cfg.retryDelay(n, err), 0)
+		return min(max(m.cfg.retryDelay(n, err), 0), maxMutationRetryDelay), true
 	}
-	return backoff.Exponential(n, time.Second, 30*time.Second)
+	return backoff.Exponential(n, time.Second, maxMutationRetryDelay), true
 }
 
 // invalidate invalidates the Invalidates filters, each matching entry once,

@@ -63,3 +63,19 @@ func RetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 	}
 	return 0, false
 }
+
+// RetryAfterWithin is the one rule for a server-sent wait, shared by fetch
+// retries and WebSocket reconnects: Retry-After parsed as RetryAfter does,
+// capped at max. within is false when the server asked for more than max:
+// a fetch then gives the retry up instead of parking for that long, and a
+// reconnect waits max.
+func RetryAfterWithin(h http.Header, now time.Time, max time.Duration) (d time.Duration, ok, within bool) {
+	d, ok = RetryAfter(h, now)
+	if !ok {
+		return 0, false, true
+	}
+	if d > max {
+		return max, true, false
+	}
+	return d, true, true
+}

@@ -66,3 +66,30 @@ func TestRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+func TestRetryAfterWithin(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		v          string
+		d          time.Duration
+		ok, within bool
+	}{
+		{"", 0, false, true},
+		{"5", 5 * time.Second, true, true},
+		{"30", 30 * time.Second, true, true},
+		{"31", 30 * time.Second, true, false},
+		{"3600", 30 * time.Second, true, false},
+		{"99999999999999", 30 * time.Second, true, false},
+		{"Fri, 31 Dec 9999 23:59:59 GMT", 30 * time.Second, true, false},
+	}
+	for _, tt := range tests {
+		h := http.Header{}
+		if tt.v != "" {
+			h.Set("Retry-After", tt.v)
+		}
+		d, ok, within := RetryAfterWithin(h, now, 30*time.Second)
+		if d != tt.d || ok != tt.ok || within != tt.within {
+			t.Errorf("RetryAfterWithin(%q) = %v, %v, %v; want %v, %v, %v", tt.v, d, ok, within, tt.d, tt.ok, tt.within)
+		}
+	}
+}
