@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +81,11 @@ type WSStream struct {
 // WSResync filter in the background, because messages were missed while
 // the link was down. Refused handshakes are retried the same way, honouring
 // Retry-After up to the upper bound.
+//
+// The handshake follows redirects. One that leaves the URL's origin
+// (scheme, host or port) drops every credential: Authorization, cookies,
+// the headers of WSDialOptions, user info and Referer (net/http alone
+// forwards most of them).
 //
 // SubscribeWS returns at once, without waiting for the first connect. The
 // stream ends, with a close frame (StatusNormalClosure), on Close, when ctx
@@ -220,7 +227,18 @@ func (s *WSStream) dial() (_ *websocket.Conn, release context.CancelFunc, retryA
 	stop := context.AfterFunc(s.ctx, cancel)
 	timedOut := fmt.Errorf("handshake took longer than %v: %w", s.cfg.dialTimeout, context.DeadlineExceeded)
 	t := time.AfterFunc(s.cfg.dialTimeout, func() { cancelCause(timedOut) })
-	conn, resp, err := websocket.Dial(ctx, s.rawURL, s.cfg.dial)
+	var opts websocket.DialOptions
+	if s.cfg.dial != nil {
+		opts = *s.cfg.dial
+	}
+	hc := opts.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	if u, err := url.Parse(s.rawURL); err == nil {
+		opts.HTTPClient = wsOriginClient(hc, u)
+	}
+	conn, resp, err := websocket.Dial(ctx, s.rawURL, &opts)
 	stop()
 	t.Stop()
 	if err != nil {
@@ -234,6 +252,101 @@ func (s *WSStream) dial() (_ *websocket.Conn, release context.CancelFunc, retryA
 		return nil, nil, retryAfter, fmt.Errorf("qcache: websocket %s: %w", s.url, err)
 	}
 	return conn, cancel, 0, nil
+}
+
+// wsOriginClient returns a copy of hc for handshakes with origin (the URL
+// dialled): a redirect that leaves the origin (scheme, host or port; ws and
+// http count as one scheme, as do wss and https) drops every credential:
+// Authorization, cookies (set as a header or from hc's Jar), every
+// configured header, user info and Referer. Only the headers of the
+// handshake itself go on. Once a redirect has left the origin, the later
+// hops of the chain get no credentials either, even back at the origin.
+// hc's own CheckRedirect, if any, runs after the stripping; without one,
+// at most 10 redirects are followed.
+//
+// net/http alone drops only Authorization and cookies, and only when the
+// host name changes: another port of the same host gets them, and every
+// other header goes everywhere.
+func wsOriginClient(hc *http.Client, origin *url.URL) *http.Client {
+	c := *hc
+	check := hc.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		left := !sameOrigin(req.URL, origin)
+		for _, r := range via {
+			left = left || !sameOrigin(r.URL, origin)
+		}
+		if left {
+			for k := range req.Header {
+				if !wsHandshakeHeader[k] {
+					delete(req.Header, k)
+				}
+			}
+			req.URL.User = nil
+		}
+		if check != nil {
+			return check(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	if hc.Jar != nil {
+		c.Jar = originJar{hc.Jar, origin}
+	}
+	return &c
+}
+
+// wsHandshakeHeader lists the headers a handshake needs, which a redirect
+// out of the origin keeps.
+var wsHandshakeHeader = map[string]bool{
+	"Connection": true, "Upgrade": true, "User-Agent": true,
+	"Sec-Websocket-Key": true, "Sec-Websocket-Version": true,
+	"Sec-Websocket-Extensions": true, "Sec-Websocket-Protocol": true,
+}
+
+// originJar hands out a jar's cookies to the origin only (a jar, following
+// RFC 6265, would give them to every port of the host).
+type originJar struct {
+	http.CookieJar
+	origin *url.URL
+}
+
+func (j originJar) Cookies(u *url.URL) []*http.Cookie {
+	if !sameOrigin(u, j.origin) {
+		return nil
+	}
+	return j.CookieJar.Cookies(u)
+}
+
+// sameOrigin reports whether a and b have the same scheme, host and port,
+// counting ws as http and wss as https, and default ports as given.
+func sameOrigin(a, b *url.URL) bool {
+	sa, sb := httpScheme(a.Scheme), httpScheme(b.Scheme)
+	return sa == sb && strings.EqualFold(a.Hostname(), b.Hostname()) && portOf(a, sa) == portOf(b, sb)
+}
+
+func httpScheme(s string) string {
+	switch s = strings.ToLower(s); s {
+	case "ws":
+		return "http"
+	case "wss":
+		return "https"
+	}
+	return s
+}
+
+func portOf(u *url.URL, scheme string) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	switch scheme {
+	case "http":
+		return "80"
+	case "https":
+		return "443"
+	}
+	return ""
 }
 
 // delay is the wait before reconnect attempt failures+1: exponential from
