@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,12 @@ import (
 // link (before the first connect, between a drop and the reconnect, and
 // after the end).
 var ErrWSNotConnected = errors.New("qcache: websocket not connected")
+
+// ErrWSBadURL is the error (wrapped, with the reason) that WSStream.Err
+// returns when SubscribeWS was given a URL that cannot be dialled at all:
+// unparsable, without a host, with a scheme other than ws, wss, http or
+// https, or relative on a client without WithBaseURL.
+var ErrWSBadURL = errors.New("qcache: websocket: bad URL")
 
 // MessageHandler handles one WebSocket message (text or binary): typically
 // it decodes msg and calls Query.SetData or Client.Invalidate. The stream
@@ -51,8 +58,9 @@ type WSStats struct {
 // Client.Close.
 type WSStream struct {
 	c      *Client
-	rawURL string
-	url    string // without user info, for errors and logs
+	target *url.URL // resolved, ws or wss
+	url    string   // target without user info, for errors and logs
+	err    error    // why the stream never started
 	h      MessageHandler
 	cfg    wsConfig
 
@@ -73,24 +81,34 @@ type WSStream struct {
 	closeErr      error
 }
 
-// SubscribeWS starts a stream: it dials url (ws, wss, http or https), calls
-// WSOnConnect, then reads messages and hands each to h. When the link drops
-// (close frame, reset, an unanswered ping, a message over WSReadLimit, a
-// failed OnConnect) it reconnects after an exponential, jittered delay
-// within WSReconnect's bounds, and after every reconnect it invalidates the
-// WSResync filter in the background, because messages were missed while
-// the link was down. Refused handshakes are retried the same way, honouring
-// Retry-After up to the upper bound.
+// SubscribeWS starts a stream: it dials url (ws, wss, http or https),
+// calls WSOnConnect, then reads messages and hands each to h. When the link
+// drops (close frame, reset, an unanswered ping, a message over
+// WSReadLimit, a failed OnConnect) it reconnects after an exponential,
+// jittered delay within WSReconnect's bounds, and after every reconnect it
+// invalidates the WSResync filter in the background, because messages were
+// missed while the link was down. Refused handshakes are retried the same
+// way, honouring Retry-After up to the upper bound.
+//
+// The stream is the client's: a relative url ("/events") is joined to
+// WithBaseURL, as endpoints are (http becomes ws, https wss); the handshake
+// carries WithHeader's headers, then WSDialOptions' (which win for the same
+// name), goes through WithRequestEditor's editors before every dial (they
+// see the http or https form of the URL and may change its headers and URL;
+// an editor's error fails that dial, which is retried like a refused one),
+// and uses WithHTTPClient's client, unless WSDialOptions sets one.
 //
 // The handshake follows redirects. One that leaves the URL's origin
 // (scheme, host or port) drops every credential: Authorization, cookies,
-// the headers of WSDialOptions, user info and Referer (net/http alone
-// forwards most of them).
+// configured headers, user info and Referer (net/http alone forwards most
+// of them).
 //
 // SubscribeWS returns at once, without waiting for the first connect. The
 // stream ends, with a close frame (StatusNormalClosure), on Close, when ctx
 // ends, or on Client.Close; tie it to an observer by giving both the same
-// ctx. On a closed client it returns a stream that has already ended.
+// ctx. A url that cannot be dialled at all (see ErrWSBadURL) is not
+// retried: the stream returned has already ended, and its Err says why. On
+// a closed client the stream returned has ended too, and Err is ErrClosed.
 // SubscribeWS panics on a nil handler.
 func (c *Client) SubscribeWS(ctx context.Context, url string, h MessageHandler, opts ...WSOption) *WSStream {
 	if h == nil {
@@ -106,9 +124,16 @@ func (c *Client) SubscribeWS(ctx context.Context, url string, h MessageHandler, 
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	s := &WSStream{c: c, rawURL: url, url: redactURL(url), h: h, cfg: cfg, done: make(chan struct{})}
+	s := &WSStream{c: c, h: h, cfg: cfg, done: make(chan struct{})}
+	s.target, s.err = c.wsTarget(url)
+	if s.target != nil {
+		s.url = safeURL(s.target)
+	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
-	if c.closed.Load() {
+	if s.err == nil && c.closed.Load() {
+		s.err = ErrClosed
+	}
+	if s.err != nil {
 		s.cancel()
 		close(s.done)
 		return s
@@ -122,18 +147,58 @@ func (c *Client) SubscribeWS(ctx context.Context, url string, h MessageHandler, 
 	}) {
 		stop()
 		s.cancel()
+		s.err = ErrClosed
 		close(s.done)
 	}
 	return s
 }
 
-func redactURL(raw string) string {
+// wsTarget resolves the url given to SubscribeWS: relative ones against
+// the base URL, http(s) to ws(s). Its errors carry no user info.
+func (c *Client) wsTarget(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "(unparsable URL)"
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // ue.Error() quotes the whole URL, user info included
+		}
+		return nil, fmt.Errorf("%w: cannot parse it: %w", ErrWSBadURL, err)
 	}
-	return safeURL(u)
+	if u.Scheme == "" && u.Host == "" && u.User == nil {
+		base := c.cfg.baseURL
+		if base == nil {
+			return nil, fmt.Errorf("%w %q: relative URL and the client has no WithBaseURL", ErrWSBadURL, raw)
+		}
+		ref := u.String()
+		if !strings.HasPrefix(ref, "/") {
+			ref = "/" + ref
+		}
+		if u, err = url.Parse(strings.TrimSuffix(base.String(), "/") + ref); err != nil {
+			return nil, fmt.Errorf("%w: cannot join %q to the base URL", ErrWSBadURL, ref)
+		}
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "ws", "http":
+		u.Scheme = "ws"
+	case "wss", "https":
+		u.Scheme = "wss"
+	case "":
+		return nil, fmt.Errorf("%w %q: no scheme", ErrWSBadURL, safeURL(u))
+	default:
+		return nil, fmt.Errorf("%w %q: scheme %q is not ws, wss, http or https", ErrWSBadURL, safeURL(u), u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("%w %q: no host", ErrWSBadURL, safeURL(u))
+	}
+	u.Fragment, u.RawFragment = "", ""
+	return u, nil
 }
+
+// Err returns why the stream never started: an error wrapping ErrWSBadURL
+// for a url that cannot be dialled, or ErrClosed for a closed client. It
+// returns nil for every stream that started, whatever happened to it
+// since: those report to WSOnError.
+func (s *WSStream) Err() error { return s.err }
 
 // Send writes msg to the server as one text message. It returns
 // ErrWSNotConnected while the link is down: Send does not queue messages
@@ -227,23 +292,18 @@ func (s *WSStream) dial() (_ *websocket.Conn, release context.CancelFunc, retryA
 	stop := context.AfterFunc(s.ctx, cancel)
 	timedOut := fmt.Errorf("handshake took longer than %v: %w", s.cfg.dialTimeout, context.DeadlineExceeded)
 	t := time.AfterFunc(s.cfg.dialTimeout, func() { cancelCause(timedOut) })
-	var opts websocket.DialOptions
-	if s.cfg.dial != nil {
-		opts = *s.cfg.dial
-	}
-	hc := opts.HTTPClient
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	if u, err := url.Parse(s.rawURL); err == nil {
-		opts.HTTPClient = wsOriginClient(hc, u)
-	}
-	conn, resp, err := websocket.Dial(ctx, s.rawURL, &opts)
+	conn, resp, err := s.handshake(ctx)
 	stop()
 	t.Stop()
 	if err != nil {
-		if context.Cause(ctx) == timedOut {
+		var ue *url.Error
+		switch {
+		case context.Cause(ctx) == timedOut:
 			err = timedOut
+		case errors.As(err, &ue):
+			// Its text quotes the URL, which request editors may have
+			// given a token.
+			err = fmt.Errorf("handshake: %w", ue.Err)
 		}
 		cancel()
 		if resp != nil {
@@ -252,6 +312,39 @@ func (s *WSStream) dial() (_ *websocket.Conn, release context.CancelFunc, retryA
 		return nil, nil, retryAfter, fmt.Errorf("qcache: websocket %s: %w", s.url, err)
 	}
 	return conn, cancel, 0, nil
+}
+
+// handshake dials the stream's URL with the client's headers, request
+// editors and HTTP client, and WSDialOptions.
+func (s *WSStream) handshake(ctx context.Context) (*websocket.Conn, *http.Response, error) {
+	var opts websocket.DialOptions
+	if s.cfg.dial != nil {
+		opts = *s.cfg.dial
+	}
+	u := *s.target
+	u.Scheme = httpScheme(u.Scheme)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	for k, vs := range s.c.cfg.header {
+		req.Header[k] = slices.Clone(vs)
+	}
+	for k, vs := range opts.HTTPHeader {
+		req.Header[k] = slices.Clone(vs)
+	}
+	for _, edit := range s.c.cfg.editors {
+		if err := edit(req); err != nil {
+			return nil, nil, fmt.Errorf("request editor: %w", err)
+		}
+	}
+	opts.HTTPHeader = req.Header
+	hc := opts.HTTPClient
+	if hc == nil {
+		hc = s.c.cfg.httpClient
+	}
+	opts.HTTPClient = wsOriginClient(hc, req.URL)
+	return websocket.Dial(ctx, req.URL.String(), &opts)
 }
 
 // wsOriginClient returns a copy of hc for handshakes with origin (the URL
