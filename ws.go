@@ -75,10 +75,38 @@ type WSStream struct {
 
 	wasUp bool // a link got past OnConnect before; only the stream goroutine uses it
 
-	mu            sync.Mutex
-	resyncRunning bool
-	resyncPending bool
-	closeErr      error
+	mu              sync.Mutex
+	resyncRunning   bool
+	resyncPending   bool
+	lastResync      time.Time // start of the last refetching resync
+	resyncScheduled bool      // one waits for the end of the WSResyncMinInterval window
+	closeErr        error
+}
+
+// WSStableAfter sets how long a link must stay up for the reconnect delay
+// to go back to WSReconnect's minimum (default: WSReconnect's maximum). A
+// link that drops sooner counts as a failed attempt, whatever it
+// delivered, so a server that accepts, sends a message and closes is
+// dialled ever more slowly instead of in a tight loop. It panics unless d
+// is positive.
+func WSStableAfter(d time.Duration) WSOption {
+	if d <= 0 {
+		panic(fmt.Sprintf("qcache: WSStableAfter(%v): not positive", d))
+	}
+	return func(c *wsConfig) { c.stableAfter = d }
+}
+
+// WSResyncMinInterval sets the least time between two resyncs that
+// refetch (default 30s; 0 lets every reconnect refetch). A reconnect
+// sooner after the last one invalidates the WSResync filter without
+// refetching (Refetch: RefetchNone), so the entries are stale at once, and
+// one resync that refetches follows when the interval has passed since the
+// last (if the stream still runs). Then a link that flaps costs the
+// upstream one refetch per entry per interval, not one per reconnect. It
+// panics on a negative d.
+func WSResyncMinInterval(d time.Duration) WSOption {
+	nonNegative("WSResyncMinInterval", d)
+	return func(c *wsConfig) { c.resyncMinInterval = d }
 }
 
 // SubscribeWS starts a stream: it dials url (ws, wss, http or https),
@@ -120,6 +148,9 @@ func (c *Client) SubscribeWS(ctx context.Context, url string, h MessageHandler, 
 	}
 	if cfg.pingTimeout == 0 {
 		cfg.pingTimeout = cfg.pingInterval
+	}
+	if cfg.stableAfter == 0 {
+		cfg.stableAfter = cfg.maxDelay
 	}
 	if ctx == nil {
 		ctx = context.Background()
@@ -455,9 +486,8 @@ func (s *WSStream) delay(failures int, retryAfter time.Duration) time.Duration {
 }
 
 // serve runs one link: OnConnect, the resync, then the read loop until the
-// link drops or the stream ends. healthy reports whether the link did some
-// good (delivered a message, or stayed up for the longest delay), which
-// resets the backoff.
+// link drops or the stream ends. healthy reports whether the link stayed
+// up for WSStableAfter, which resets the backoff.
 func (s *WSStream) serve(conn *websocket.Conn) (healthy bool, err error) {
 	conn.SetReadLimit(s.cfg.readLimit)
 	up := time.Now()
@@ -479,9 +509,7 @@ func (s *WSStream) serve(conn *websocket.Conn) (healthy bool, err error) {
 		if reason != nil {
 			err = reason
 		}
-		if time.Since(up) >= s.cfg.maxDelay {
-			healthy = true
-		}
+		healthy = time.Since(up) >= s.cfg.stableAfter
 	}()
 
 	if f := s.cfg.onConnect; f != nil {
@@ -505,7 +533,6 @@ func (s *WSStream) serve(conn *websocket.Conn) (healthy bool, err error) {
 			return healthy, s.linkError(err)
 		}
 		s.messages.Add(1)
-		healthy = true
 		if err := s.handle(msg); err != nil && s.ctx.Err() == nil {
 			s.report(err)
 		}
@@ -609,10 +636,45 @@ func (s *WSStream) closeLink(conn *websocket.Conn) {
 	}
 }
 
-// resync invalidates the WSResync filter in the background. Resyncs do not
-// pile up: one asked while another runs starts when it returns.
+// resync runs on the stream's goroutine after every reconnect. The first
+// time, and when WSResyncMinInterval has passed since the last refetching
+// resync, it starts one; otherwise it marks the WSResync filter stale at
+// once and schedules one refetching resync for the end of the interval.
 func (s *WSStream) resync() {
 	s.mu.Lock()
+	now := time.Now()
+	if s.resyncScheduled || (!s.lastResync.IsZero() && now.Sub(s.lastResync) < s.cfg.resyncMinInterval) {
+		schedule := !s.resyncScheduled
+		s.resyncScheduled = true
+		due := s.lastResync.Add(s.cfg.resyncMinInterval).Sub(now)
+		s.mu.Unlock()
+		f := s.cfg.resync
+		f.Refetch = RefetchNone
+		s.c.invalidateLocal(s.ctx, f) // does not wait: nothing to refetch
+		if schedule {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				if !wait.Sleep(s.ctx, due) {
+					return
+				}
+				s.mu.Lock()
+				s.resyncScheduled = false
+				s.mu.Unlock()
+				s.refetchResync()
+			}()
+		}
+		return
+	}
+	s.mu.Unlock()
+	s.refetchResync()
+}
+
+// refetchResync invalidates the WSResync filter in the background. Resyncs
+// do not pile up: one asked while another runs starts when it returns.
+func (s *WSStream) refetchResync() {
+	s.mu.Lock()
+	s.lastResync = time.Now()
 	if s.resyncRunning {
 		s.resyncPending = true
 		s.mu.Unlock()
