@@ -14,6 +14,19 @@
 // invalidate all its entries (qcache.Subscriber.Subscribed). A message that
 // is not a valid event is counted and reported, never applied.
 //
+// MaxPayload bounds what the bus accepts, but go-redis reads a message
+// whole before the bus sees its size, so a hostile PUBLISH of 64 MiB would
+// cost every replica 64 MiB of allocation before it is refused. Bound it
+// in Redis instead, where such a message never reaches the replicas:
+//
+//	client-output-buffer-limit pubsub 4mb 2mb 60
+//
+// (redis.conf, or CONFIG SET client-output-buffer-limit "pubsub 4mb 2mb 60";
+// about 4× and 2× MaxPayload). Redis then closes a subscriber's connection
+// instead of queueing more than 4 MiB for it; the bus resubscribes and the
+// client resyncs. Redis's default, "pubsub 32mb 8mb 60", lets a 24 MiB
+// message through to every replica.
+//
 // It is a sub-module so that the root module does not depend on go-redis.
 package redisbus
 
@@ -84,7 +97,10 @@ func PingInterval(d time.Duration) Option {
 }
 
 // MaxPayload bounds the size of a message the bus accepts (default 1 MiB);
-// a larger one is counted as bad. Publish refuses larger events too.
+// a larger one is counted as bad. Publish refuses larger events, so a
+// replica never sends one. A larger message from elsewhere is read whole
+// by go-redis before it is refused: set Redis's client-output-buffer-limit
+// for pubsub (see the package documentation) so that it never arrives.
 func MaxPayload(n int) Option {
 	if n <= 0 {
 		panic(fmt.Sprintf("redisbus: MaxPayload(%d): not positive", n))
