@@ -118,11 +118,24 @@ func stripCredentialsOnRedirect(r *http.Request, via []*http.Request, keep ...st
 // sameOrigin reports whether a and b have the same origin: the same scheme
 // and host (case-insensitively) and the same port, the scheme's default
 // (80 for http and ws, 443 for https and wss) standing for a missing one.
-// Unlike net/http's rule for Authorization, another port is another origin.
+// ws counts as http and wss as https, since a handshake to ws:// is an
+// HTTP request to http://. Unlike net/http's rule for Authorization,
+// another port is another origin.
 func sameOrigin(a, b *url.URL) bool {
-	return strings.EqualFold(a.Scheme, b.Scheme) &&
+	return httpScheme(a.Scheme) == httpScheme(b.Scheme) &&
 		strings.EqualFold(a.Hostname(), b.Hostname()) &&
 		originPort(a) == originPort(b)
+}
+
+// httpScheme returns the lower-cased scheme, ws as http and wss as https.
+func httpScheme(s string) string {
+	switch s = strings.ToLower(s); s {
+	case "ws":
+		return "http"
+	case "wss":
+		return "https"
+	}
+	return s
 }
 
 // originPort returns u's port, or its scheme's default.
@@ -130,10 +143,10 @@ func originPort(u *url.URL) string {
 	if p := u.Port(); p != "" {
 		return p
 	}
-	switch strings.ToLower(u.Scheme) {
-	case "http", "ws":
+	switch httpScheme(u.Scheme) {
+	case "http":
 		return "80"
-	case "https", "wss":
+	case "https":
 		return "443"
 	}
 	return ""

@@ -401,6 +401,8 @@ type wsConfig struct {
 	onError            func(error)
 	dial               *websocket.DialOptions
 	dialTimeout        time.Duration
+	stableAfter        time.Duration // 0: maxDelay; see WSStableAfter in ws.go
+	resyncMinInterval  time.Duration // see WSResyncMinInterval in ws.go
 }
 
 func defaultWSConfig() wsConfig {
@@ -410,13 +412,17 @@ func defaultWSConfig() wsConfig {
 		readLimit:    1 << 20,
 		pingInterval: 30 * time.Second,
 		dialTimeout:  30 * time.Second,
+
+		resyncMinInterval: 30 * time.Second,
 	}
 }
 
 // WSReconnect sets the bounds of the delay before each reconnect (default
 // 500ms and 30s): the delay doubles after every failed attempt, with jitter,
 // and stays between min and max. It goes back to min once a link has
-// delivered a message or stayed up for max. It panics unless 0 < min ≤ max.
+// stayed up for WSStableAfter (default max): a link that drops sooner, even
+// after delivering messages, counts as a failed attempt. It panics unless
+// 0 < min ≤ max.
 func WSReconnect(min, max time.Duration) WSOption {
 	if min <= 0 || max < min {
 		panic(fmt.Sprintf("qcache: WSReconnect(%v, %v): want 0 < min <= max", min, max))
@@ -427,7 +433,8 @@ func WSReconnect(min, max time.Duration) WSOption {
 // WSResync sets the filter invalidated after every reconnect, because
 // messages were missed while the link was down (default Filter{}: every
 // entry, refetching the ones with an enabled observer). The first connect
-// does not invalidate. Use Filter{Refetch: RefetchNone, Predicate: ...} to
+// does not invalidate, and refetching resyncs are rate-limited by
+// WSResyncMinInterval. Use Filter{Refetch: RefetchNone, Predicate: ...} to
 // narrow or soften it.
 func WSResync(f Filter) WSOption { return func(c *wsConfig) { c.resync = f } }
 

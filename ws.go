@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +26,12 @@ import (
 // link (before the first connect, between a drop and the reconnect, and
 // after the end).
 var ErrWSNotConnected = errors.New("qcache: websocket not connected")
+
+// ErrWSBadURL is the error (wrapped, with the reason) that WSStream.Err
+// returns when SubscribeWS was given a URL that cannot be dialled at all:
+// unparsable, without a host, with a scheme other than ws, wss, http or
+// https, or relative on a client without WithBaseURL.
+var ErrWSBadURL = errors.New("qcache: websocket: bad URL")
 
 // MessageHandler handles one WebSocket message (text or binary): typically
 // it decodes msg and calls Query.SetData or Client.Invalidate. The stream
@@ -49,8 +58,9 @@ type WSStats struct {
 // Client.Close.
 type WSStream struct {
 	c      *Client
-	rawURL string
-	url    string // without user info, for errors and logs
+	target *url.URL // resolved, ws or wss
+	url    string   // target without user info, for errors and logs
+	err    error    // why the stream never started
 	h      MessageHandler
 	cfg    wsConfig
 
@@ -65,25 +75,68 @@ type WSStream struct {
 
 	wasUp bool // a link got past OnConnect before; only the stream goroutine uses it
 
-	mu            sync.Mutex
-	resyncRunning bool
-	resyncPending bool
-	closeErr      error
+	mu              sync.Mutex
+	resyncRunning   bool
+	resyncPending   bool
+	lastResync      time.Time // start of the last refetching resync
+	resyncScheduled bool      // one waits for the end of the WSResyncMinInterval window
+	closeErr        error
 }
 
-// SubscribeWS starts a stream: it dials url (ws, wss, http or https), calls
-// WSOnConnect, then reads messages and hands each to h. When the link drops
-// (close frame, reset, an unanswered ping, a message over WSReadLimit, a
-// failed OnConnect) it reconnects after an exponential, jittered delay
-// within WSReconnect's bounds, and after every reconnect it invalidates the
-// WSResync filter in the background, because messages were missed while
-// the link was down. Refused handshakes are retried the same way, honouring
-// Retry-After up to the upper bound.
+// WSStableAfter sets how long a link must stay up for the reconnect delay
+// to go back to WSReconnect's minimum (default: WSReconnect's maximum). A
+// link that drops sooner counts as a failed attempt, whatever it
+// delivered, so a server that accepts, sends a message and closes is
+// dialled ever more slowly instead of in a tight loop. It panics unless d
+// is positive.
+func WSStableAfter(d time.Duration) WSOption {
+	if d <= 0 {
+		panic(fmt.Sprintf("qcache: WSStableAfter(%v): not positive", d))
+	}
+	return func(c *wsConfig) { c.stableAfter = d }
+}
+
+// WSResyncMinInterval sets the least time between two resyncs that
+// refetch (default 30s; 0 lets every reconnect refetch). A reconnect
+// sooner after the last one invalidates the WSResync filter without
+// refetching (Refetch: RefetchNone), so the entries are stale at once, and
+// one resync that refetches follows when the interval has passed since the
+// last (if the stream still runs). Then a link that flaps costs the
+// upstream one refetch per entry per interval, not one per reconnect. It
+// panics on a negative d.
+func WSResyncMinInterval(d time.Duration) WSOption {
+	nonNegative("WSResyncMinInterval", d)
+	return func(c *wsConfig) { c.resyncMinInterval = d }
+}
+
+// SubscribeWS starts a stream: it dials url (ws, wss, http or https),
+// calls WSOnConnect, then reads messages and hands each to h. When the link
+// drops (close frame, reset, an unanswered ping, a message over
+// WSReadLimit, a failed OnConnect) it reconnects after an exponential,
+// jittered delay within WSReconnect's bounds, and after every reconnect it
+// invalidates the WSResync filter in the background, because messages were
+// missed while the link was down. Refused handshakes are retried the same
+// way, honouring Retry-After up to the upper bound.
+//
+// The stream is the client's: a relative url ("/events") is joined to
+// WithBaseURL, as endpoints are (http becomes ws, https wss); the handshake
+// carries WithHeader's headers, then WSDialOptions' (which win for the same
+// name), goes through WithRequestEditor's editors before every dial (they
+// see the http or https form of the URL and may change its headers and URL;
+// an editor's error fails that dial, which is retried like a refused one),
+// and uses WithHTTPClient's client, unless WSDialOptions sets one.
+//
+// The handshake follows redirects. One that leaves the URL's origin
+// (scheme, host or port) drops every credential: Authorization, cookies,
+// configured headers, user info and Referer (net/http alone forwards most
+// of them).
 //
 // SubscribeWS returns at once, without waiting for the first connect. The
 // stream ends, with a close frame (StatusNormalClosure), on Close, when ctx
 // ends, or on Client.Close; tie it to an observer by giving both the same
-// ctx. On a closed client it returns a stream that has already ended.
+// ctx. A url that cannot be dialled at all (see ErrWSBadURL) is not
+// retried: the stream returned has already ended, and its Err says why. On
+// a closed client the stream returned has ended too, and Err is ErrClosed.
 // SubscribeWS panics on a nil handler.
 func (c *Client) SubscribeWS(ctx context.Context, url string, h MessageHandler, opts ...WSOption) *WSStream {
 	if h == nil {
@@ -96,12 +149,22 @@ func (c *Client) SubscribeWS(ctx context.Context, url string, h MessageHandler, 
 	if cfg.pingTimeout == 0 {
 		cfg.pingTimeout = cfg.pingInterval
 	}
+	if cfg.stableAfter == 0 {
+		cfg.stableAfter = cfg.maxDelay
+	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	s := &WSStream{c: c, rawURL: url, url: redactURL(url), h: h, cfg: cfg, done: make(chan struct{})}
+	s := &WSStream{c: c, h: h, cfg: cfg, done: make(chan struct{})}
+	s.target, s.err = c.wsTarget(url)
+	if s.target != nil {
+		s.url = safeURL(s.target)
+	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
-	if c.closed.Load() {
+	if s.err == nil && c.closed.Load() {
+		s.err = ErrClosed
+	}
+	if s.err != nil {
 		s.cancel()
 		close(s.done)
 		return s
@@ -115,18 +178,58 @@ func (c *Client) SubscribeWS(ctx context.Context, url string, h MessageHandler, 
 	}) {
 		stop()
 		s.cancel()
+		s.err = ErrClosed
 		close(s.done)
 	}
 	return s
 }
 
-func redactURL(raw string) string {
+// wsTarget resolves the url given to SubscribeWS: relative ones against
+// the base URL, http(s) to ws(s). Its errors carry no user info.
+func (c *Client) wsTarget(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "(unparsable URL)"
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // ue.Error() quotes the whole URL, user info included
+		}
+		return nil, fmt.Errorf("%w: cannot parse it: %w", ErrWSBadURL, err)
 	}
-	return safeURL(u)
+	if u.Scheme == "" && u.Host == "" && u.User == nil {
+		base := c.cfg.baseURL
+		if base == nil {
+			return nil, fmt.Errorf("%w %q: relative URL and the client has no WithBaseURL", ErrWSBadURL, raw)
+		}
+		ref := u.String()
+		if !strings.HasPrefix(ref, "/") {
+			ref = "/" + ref
+		}
+		if u, err = url.Parse(strings.TrimSuffix(base.String(), "/") + ref); err != nil {
+			return nil, fmt.Errorf("%w: cannot join %q to the base URL", ErrWSBadURL, ref)
+		}
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "ws", "http":
+		u.Scheme = "ws"
+	case "wss", "https":
+		u.Scheme = "wss"
+	case "":
+		return nil, fmt.Errorf("%w %q: no scheme", ErrWSBadURL, safeURL(u))
+	default:
+		return nil, fmt.Errorf("%w %q: scheme %q is not ws, wss, http or https", ErrWSBadURL, safeURL(u), u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("%w %q: no host", ErrWSBadURL, safeURL(u))
+	}
+	u.Fragment, u.RawFragment = "", ""
+	return u, nil
 }
+
+// Err returns why the stream never started: an error wrapping ErrWSBadURL
+// for a url that cannot be dialled, or ErrClosed for a closed client. It
+// returns nil for every stream that started, whatever happened to it
+// since: those report to WSOnError.
+func (s *WSStream) Err() error { return s.err }
 
 // Send writes msg to the server as one text message. It returns
 // ErrWSNotConnected while the link is down: Send does not queue messages
@@ -220,20 +323,105 @@ func (s *WSStream) dial() (_ *websocket.Conn, release context.CancelFunc, retryA
 	stop := context.AfterFunc(s.ctx, cancel)
 	timedOut := fmt.Errorf("handshake took longer than %v: %w", s.cfg.dialTimeout, context.DeadlineExceeded)
 	t := time.AfterFunc(s.cfg.dialTimeout, func() { cancelCause(timedOut) })
-	conn, resp, err := websocket.Dial(ctx, s.rawURL, s.cfg.dial)
+	conn, resp, err := s.handshake(ctx)
 	stop()
 	t.Stop()
 	if err != nil {
-		if context.Cause(ctx) == timedOut {
+		var ue *url.Error
+		switch {
+		case context.Cause(ctx) == timedOut:
 			err = timedOut
+		case errors.As(err, &ue):
+			// Its text quotes the URL, which request editors may have
+			// given a token.
+			err = fmt.Errorf("handshake: %w", ue.Err)
 		}
 		cancel()
 		if resp != nil {
-			retryAfter, _ = backoff.RetryAfter(resp.Header, time.Now())
+			// The rule of fetch retries: the server's wait, at most the
+			// longest delay (a reconnect waits that rather than give up).
+			retryAfter, _, _ = backoff.RetryAfterWithin(resp.Header, time.Now(), s.cfg.maxDelay)
 		}
 		return nil, nil, retryAfter, fmt.Errorf("qcache: websocket %s: %w", s.url, err)
 	}
 	return conn, cancel, 0, nil
+}
+
+// handshake dials the stream's URL with the client's headers, request
+// editors and HTTP client, and WSDialOptions.
+func (s *WSStream) handshake(ctx context.Context) (*websocket.Conn, *http.Response, error) {
+	var opts websocket.DialOptions
+	if s.cfg.dial != nil {
+		opts = *s.cfg.dial
+	}
+	u := *s.target
+	u.Scheme = httpScheme(u.Scheme)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	for k, vs := range s.c.cfg.header {
+		req.Header[k] = slices.Clone(vs)
+	}
+	for k, vs := range opts.HTTPHeader {
+		req.Header[k] = slices.Clone(vs)
+	}
+	for _, edit := range s.c.cfg.editors {
+		if err := edit(req); err != nil {
+			return nil, nil, fmt.Errorf("request editor: %w", err)
+		}
+	}
+	opts.HTTPHeader = req.Header
+	hc := opts.HTTPClient
+	if hc == nil {
+		hc = s.c.cfg.httpClient
+	}
+	opts.HTTPClient = wsOriginClient(hc, req.URL)
+	return websocket.Dial(ctx, req.URL.String(), &opts)
+}
+
+// wsOriginClient returns a copy of hc for handshakes with origin (the URL
+// dialled): a redirect that leaves the origin (scheme, host or port; ws and
+// http count as one scheme, as do wss and https) drops every credential:
+// Authorization, cookies (set as a header or from hc's Jar), every
+// configured header, user info and Referer. Only the headers of the
+// handshake itself go on. Once a redirect has left the origin, the later
+// hops of the chain get no credentials either, even back at the origin.
+// hc's own CheckRedirect, if any, runs after the stripping; without one,
+// at most 10 redirects are followed.
+//
+// net/http alone drops only Authorization and cookies, and only when the
+// host name changes: another port of the same host gets them, and every
+// other header goes everywhere.
+func wsOriginClient(hc *http.Client, origin *url.URL) *http.Client {
+	c := *hc
+	c.CheckRedirect = guardRedirects(hc.CheckRedirect, wsHandshakeHeaders...)
+	if hc.Jar != nil {
+		c.Jar = originJar{hc.Jar, origin}
+	}
+	return &c
+}
+
+// wsHandshakeHeaders are the headers a handshake needs, which a redirect
+// out of the origin keeps.
+var wsHandshakeHeaders = []string{
+	"Connection", "Upgrade", "User-Agent",
+	"Sec-WebSocket-Key", "Sec-WebSocket-Version",
+	"Sec-WebSocket-Extensions", "Sec-WebSocket-Protocol",
+}
+
+// originJar hands out a jar's cookies to the origin only (a jar, following
+// RFC 6265, would give them to every port of the host).
+type originJar struct {
+	http.CookieJar
+	origin *url.URL
+}
+
+func (j originJar) Cookies(u *url.URL) []*http.Cookie {
+	if !sameOrigin(u, j.origin) {
+		return nil
+	}
+	return j.CookieJar.Cookies(u)
 }
 
 // delay is the wait before reconnect attempt failures+1: exponential from
@@ -249,9 +437,8 @@ func (s *WSStream) delay(failures int, retryAfter time.Duration) time.Duration {
 }
 
 // serve runs one link: OnConnect, the resync, then the read loop until the
-// link drops or the stream ends. healthy reports whether the link did some
-// good (delivered a message, or stayed up for the longest delay), which
-// resets the backoff.
+// link drops or the stream ends. healthy reports whether the link stayed
+// up for WSStableAfter, which resets the backoff.
 func (s *WSStream) serve(conn *websocket.Conn) (healthy bool, err error) {
 	conn.SetReadLimit(s.cfg.readLimit)
 	up := time.Now()
@@ -259,11 +446,11 @@ func (s *WSStream) serve(conn *websocket.Conn) (healthy bool, err error) {
 	watchDone := make(chan struct{})
 	var reason error // set by the watcher before watchDone closes
 	s.wg.Add(1)
-	go func() {
+	go runOwned(func() { // a goroutine that runs callbacks (predicates, OnError)
 		defer s.wg.Done()
 		defer close(watchDone)
 		reason = s.watch(conn, linkDone)
-	}()
+	})
 	s.conn.Store(conn)
 	defer func() {
 		s.conn.Store(nil)
@@ -273,9 +460,7 @@ func (s *WSStream) serve(conn *websocket.Conn) (healthy bool, err error) {
 		if reason != nil {
 			err = reason
 		}
-		if time.Since(up) >= s.cfg.maxDelay {
-			healthy = true
-		}
+		healthy = time.Since(up) >= s.cfg.stableAfter
 	}()
 
 	if f := s.cfg.onConnect; f != nil {
@@ -299,7 +484,6 @@ func (s *WSStream) serve(conn *websocket.Conn) (healthy bool, err error) {
 			return healthy, s.linkError(err)
 		}
 		s.messages.Add(1)
-		healthy = true
 		if err := s.handle(msg); err != nil && s.ctx.Err() == nil {
 			s.report(err)
 		}
@@ -403,10 +587,45 @@ func (s *WSStream) closeLink(conn *websocket.Conn) {
 	}
 }
 
-// resync invalidates the WSResync filter in the background. Resyncs do not
-// pile up: one asked while another runs starts when it returns.
+// resync runs on the stream's goroutine after every reconnect. The first
+// time, and when WSResyncMinInterval has passed since the last refetching
+// resync, it starts one; otherwise it marks the WSResync filter stale at
+// once and schedules one refetching resync for the end of the interval.
 func (s *WSStream) resync() {
 	s.mu.Lock()
+	now := time.Now()
+	if s.resyncScheduled || (!s.lastResync.IsZero() && now.Sub(s.lastResync) < s.cfg.resyncMinInterval) {
+		schedule := !s.resyncScheduled
+		s.resyncScheduled = true
+		due := s.lastResync.Add(s.cfg.resyncMinInterval).Sub(now)
+		s.mu.Unlock()
+		f := s.cfg.resync
+		f.Refetch = RefetchNone
+		s.c.invalidateLocal(s.ctx, f) // does not wait: nothing to refetch
+		if schedule {
+			s.wg.Add(1)
+			go runOwned(func() { // a goroutine that runs callbacks (predicates, OnError)
+				defer s.wg.Done()
+				if !wait.Sleep(s.ctx, due) {
+					return
+				}
+				s.mu.Lock()
+				s.resyncScheduled = false
+				s.mu.Unlock()
+				s.refetchResync()
+			})
+		}
+		return
+	}
+	s.mu.Unlock()
+	s.refetchResync()
+}
+
+// refetchResync invalidates the WSResync filter in the background. Resyncs
+// do not pile up: one asked while another runs starts when it returns.
+func (s *WSStream) refetchResync() {
+	s.mu.Lock()
+	s.lastResync = time.Now()
 	if s.resyncRunning {
 		s.resyncPending = true
 		s.mu.Unlock()
@@ -415,7 +634,7 @@ func (s *WSStream) resync() {
 	s.resyncRunning = true
 	s.mu.Unlock()
 	s.wg.Add(1)
-	go func() {
+	go runOwned(func() { // a goroutine that runs callbacks (predicates, OnError)
 		defer s.wg.Done()
 		for {
 			// Only this client missed messages: the other replicas are not told.
@@ -431,7 +650,7 @@ func (s *WSStream) resync() {
 			s.resyncPending = false
 			s.mu.Unlock()
 		}
-	}()
+	})
 }
 
 // report counts err, logs it and hands it to OnError.

@@ -44,7 +44,8 @@ type redisServer struct {
 }
 
 // startRedis starts redis-server on a free loopback port, without
-// persistence, and stops it when the test ends. It skips the test when
+// persistence and with the pub/sub output buffer limit the README
+// recommends, and stops it when the test ends. It skips the test when
 // redis-server is not on PATH.
 func startRedis(t *testing.T) *redisServer {
 	t.Helper()
@@ -67,7 +68,9 @@ func (s *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port)
 func (s *redisServer) start() {
 	s.t.Helper()
 	s.cmd = exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no")
+		"--save", "", "--appendonly", "no", "--daemonize", "no",
+		// What the README recommends for the default MaxPayload of 1 MiB.
+		"--client-output-buffer-limit", "pubsub", "4mb", "2mb", "60")
 	require.NoError(s.t, s.cmd.Start())
 	s.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(s.cmd, s.done)
