@@ -803,3 +803,40 @@ func BenchmarkWSApply(b *testing.B) {
 	o.Close()
 	<-drained
 }
+
+func TestWSClientCloseFromCallbacks(t *testing.T) {
+	t.Run("message handler", func(t *testing.T) {
+		srv := newWSServer(t, func(ctx context.Context, n int, c *websocket.Conn) {
+			wsWrite(ctx, c, `{"id":"1","name":"pushed"}`)
+			wsReadUntilDone(ctx, c)
+		})
+		c := NewClient(WithBaseURL(srv.URL))
+		s := c.SubscribeWS(context.Background(), srv.wsURL(), func(ctx context.Context, msg []byte) error {
+			c.Close()
+			return nil
+		}, wsFast...)
+		noHang(t, "Close from a MessageHandler", func() {
+			<-s.Done()
+			c.Close()
+		})
+	})
+	t.Run("resync predicate", func(t *testing.T) {
+		srv := newWSServer(t, func(ctx context.Context, n int, c *websocket.Conn) {
+			// Drop the first link at once, so that the second one resyncs.
+			if n > 1 {
+				wsReadUntilDone(ctx, c)
+			}
+		})
+		c, q := wsNewUserQuery(t, srv)
+		q.SetData("1", wsUser{ID: "1"})
+		s := c.SubscribeWS(context.Background(), srv.wsURL(), wsUserHandler(q),
+			append(wsFast, WSResyncMinInterval(0), WSResync(Filter{Predicate: func(Key) bool {
+				c.Close()
+				return true
+			}}))...)
+		noHang(t, "Close from a resync predicate", func() {
+			<-s.Done()
+			c.Close()
+		})
+	})
+}
