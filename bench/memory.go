@@ -3,15 +3,28 @@ package bench
 import (
 	"context"
 	"runtime"
+	"time"
 	"unsafe"
 )
 
-// heapLive returns the bytes of live heap objects after a full collection.
+// heapLive returns the bytes of live heap objects after full collections,
+// once the heap has settled: a cache made and closed before (another
+// library's, in the same process) may still be let go by goroutines and
+// timers of its own, and freeing it during a measurement made one reading
+// negative.
 func heapLive() uint64 {
-	runtime.GC()
-	runtime.GC() // a second cycle frees what the first one only finalised
 	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
+	last := uint64(0)
+	for range 20 {
+		runtime.GC()
+		runtime.GC() // a second cycle frees what the first one only finalised
+		runtime.ReadMemStats(&m)
+		if last != 0 && m.HeapAlloc >= last-last/1000 {
+			break // no longer shrinking (within 0.1%)
+		}
+		last = m.HeapAlloc
+		time.Sleep(10 * time.Millisecond) // lets exiting goroutines drop what they hold
+	}
 	return m.HeapAlloc
 }
 
