@@ -143,14 +143,14 @@ type Subscriber interface {
 
 // BusStats are counters of a client's bus traffic since it was made.
 type BusStats struct {
-	Published        uint64 // events the Bus accepted
-	Dropped          uint64 // events dropped because the publish queue was full
-	PublishErrors    uint64 // events that could not be encoded or that the Bus refused
-	ResyncsPublished uint64 // invalidations of every entry published to make up for dropped or refused events
-	Received         uint64 // valid events of other clients
-	Rejected         uint64 // events that failed Event.Validate, and SetData whose data did not decode into a query's T
-	Subscribes       uint64 // subscriptions the Bus reported (Subscriber.Subscribed)
-	Resyncs          uint64 // times every local entry was invalidated because the Bus resubscribed
+	Published        uint64 `json:"published"`         // events the Bus accepted
+	Dropped          uint64 `json:"dropped"`           // events dropped because the publish queue was full
+	PublishErrors    uint64 `json:"publish_errors"`    // events that could not be encoded or that the Bus refused
+	ResyncsPublished uint64 `json:"resyncs_published"` // invalidations of every entry published to make up for dropped or refused events
+	Received         uint64 `json:"received"`          // valid events of other clients
+	Rejected         uint64 `json:"rejected"`          // events that failed Event.Validate, and SetData whose data did not decode into a query's T
+	Subscribes       uint64 `json:"subscribes"`        // subscriptions the Bus reported (Subscriber.Subscribed)
+	Resyncs          uint64 `json:"resyncs"`           // times every local entry was invalidated because the Bus resubscribed
 }
 
 // BusStats returns the client's bus counters; all zero without WithBus.
@@ -232,6 +232,13 @@ func (l *busLink) enqueue(ev Event) {
 	default:
 		l.dropped.Add(1)
 		l.markLost()
+		l.hookDropped(ev.Kind, "queue full")
+	}
+}
+
+func (l *busLink) hookDropped(kind EventKind, reason string) {
+	if h := l.c.cfg.hooks.BusDropped; h != nil {
+		l.c.callHook("BusDropped", func() { h(kind, reason) })
 	}
 }
 
@@ -328,9 +335,13 @@ func (l *busLink) publish(ctx context.Context, ev Event) bool {
 		l.publishErrors.Add(1)
 		l.lost.Store(true)
 		l.report(fmt.Errorf("qcache: bus: publish %s %s: %w", ev.Kind, ev.Key, err))
+		l.hookDropped(ev.Kind, "publish failed")
 		return false
 	}
 	l.published.Add(1)
+	if h := l.c.cfg.hooks.BusPublished; h != nil {
+		l.c.callHook("BusPublished", func() { h(ev.Kind) })
+	}
 	return true
 }
 
@@ -375,8 +386,12 @@ func (s *busSubscriber) Subscribed() {
 		return
 	}
 	l.resyncs.Add(1)
+	l.c.cfg.logger.Info("qcache: bus resubscribed; invalidating every entry", "origin", l.cfg.origin)
+	if h := l.c.cfg.hooks.BusResync; h != nil {
+		l.c.callHook("BusResync", h)
+	}
 	for _, e := range l.c.matching(Filter{}) {
-		e.invalidate(RefetchActive)
+		e.invalidate(context.Background(), RefetchActive)
 	}
 }
 
@@ -389,14 +404,18 @@ func (s *busSubscriber) Apply(ev Event) {
 	if err := ev.Validate(); err != nil {
 		l.rejected.Add(1)
 		l.report(fmt.Errorf("qcache: bus: event from %q: %w", ev.Origin, err))
+		l.hookDropped(ev.Kind, "invalid")
 		return
 	}
 	l.received.Add(1)
+	if h := c.cfg.hooks.BusReceived; h != nil {
+		c.callHook("BusReceived", func() { h(ev.Kind) })
+	}
 	f := Filter{Key: ev.Key, Exact: ev.Exact || ev.Kind == EventSetData}
 	for _, e := range c.matching(f) {
 		switch ev.Kind {
 		case EventInvalidate:
-			e.invalidate(ev.Refetch)
+			e.invalidate(context.Background(), ev.Refetch)
 		case EventRemove:
 			e.remove()
 		case EventSetData:

@@ -23,9 +23,10 @@ type anyEntry interface {
 	// invalidate marks the entry stale and, when rt asks for it, starts an
 	// explicit refetch; the returned function waits for that refetch (nil
 	// when none started).
-	invalidate(rt RefetchType) (wait func(context.Context) error)
+	// The refetch carries ctx's values (not its cancellation).
+	invalidate(ctx context.Context, rt RefetchType) (wait func(context.Context) error)
 	// refetch starts an explicit refetch and returns its wait.
-	refetch() (wait func(context.Context) error)
+	refetch(ctx context.Context) (wait func(context.Context) error)
 	cancelFetch()
 	abortFetch(cause error) // as cancelFetch, with waiters getting cause
 	remove()
@@ -129,11 +130,12 @@ type fetchOp[T any] struct {
 	startSeq uint64
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
-	waiters  int  // callers blocked in wait
-	pinned   bool // wanted by someone who does not wait (Prefetch, invalidation, StaleWhileRevalidate)
-	settled  bool // done is closed: settled, or abandoned before its function returned
-	prevFail int  // FailureCount before the fetch, restored on cancel
-	failures int  // failed attempts, written by the fetch's goroutine before it settles
+	waiters  int             // callers blocked in wait
+	pinned   bool            // wanted by someone who does not wait (Prefetch, invalidation, StaleWhileRevalidate)
+	settled  bool            // done is closed: settled, or abandoned before its function returned
+	prevFail int             // FailureCount before the fetch, restored on cancel
+	failures int             // failed attempts, written by the fetch's goroutine before it settles
+	from     context.Context // whose values the fetch carries: the context of the call that started it
 	// The last SetData while the fetch ran: what its waiters get, even when
 	// the entry is removed before the fetch settles.
 	setData    T
@@ -288,18 +290,18 @@ func (e *entry[P, T]) turnStale(gen uint64) {
 // joinLocked returns the fetch in flight, or starts one: the path of callers
 // content with any fetch that is running (Get, Prefetch, mount, interval,
 // focus, reconnect).
-func (e *entry[P, T]) joinLocked(w want) *fetchOp[T] {
+func (e *entry[P, T]) joinLocked(ctx context.Context, w want) *fetchOp[T] {
 	if op := e.inflight; op != nil && op.startSeq <= e.resetSeq {
 		// It started before a Remove reset the entry: its result is not
 		// the entry's any more, so wait for the fetch after it.
-		return e.refetchLocked(w)
+		return e.refetchLocked(ctx, w)
 	}
 	if op := e.inflight; op != nil {
-		e.q.c.dedup.Add(1)
+		e.q.count(nDedup)
 		op.add(w)
 		return op
 	}
-	op := &fetchOp[T]{done: make(chan struct{})}
+	op := &fetchOp[T]{done: make(chan struct{}), from: ctx}
 	op.add(w)
 	e.startLocked(op)
 	return op
@@ -308,18 +310,18 @@ func (e *entry[P, T]) joinLocked(w want) *fetchOp[T] {
 // refetchLocked returns a fetch that starts now or, when one is in flight,
 // the follow-up that starts when it settles: the path of explicit refetches,
 // which need data requested after they asked.
-func (e *entry[P, T]) refetchLocked(w want) *fetchOp[T] {
+func (e *entry[P, T]) refetchLocked(ctx context.Context, w want) *fetchOp[T] {
 	if e.inflight == nil {
-		op := &fetchOp[T]{done: make(chan struct{})}
+		op := &fetchOp[T]{done: make(chan struct{}), from: ctx}
 		op.add(w)
 		e.startLocked(op)
 		return op
 	}
 	lv := e.lv()
 	if lv.followUp == nil {
-		lv.followUp = &fetchOp[T]{done: make(chan struct{})}
+		lv.followUp = &fetchOp[T]{done: make(chan struct{}), from: ctx}
 	} else {
-		e.q.c.dedup.Add(1)
+		e.q.count(nDedup)
 	}
 	lv.followUp.add(w)
 	return lv.followUp
@@ -329,7 +331,11 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 	c := e.q.c
 	e.seq++
 	op.startSeq = e.seq
-	op.ctx, op.cancel = context.WithCancelCause(context.Background()) // Client.Close cancels it through abortFetch
+	// The fetch has a cancellation of its own (Client.Close cancels it
+	// through abortFetch), and the values of the context of the call that
+	// started it: trace spans, request IDs. Joiners share them.
+	op.ctx, op.cancel = context.WithCancelCause(context.WithoutCancel(op.from))
+	op.from = nil // not kept past the start
 	op.prevFail = int(e.snap.Load().failureCount)
 	e.inflight = op
 	e.stopGCLocked()
@@ -338,23 +344,44 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 		status = FetchPaused
 	}
 	e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(status); s.failureCount = 0 }, keepFresh)
-	c.fetches.Add(1)
+	e.q.count(nFetches)
 	if !c.goroutine(func() { e.run(op) }) {
 		e.abandonLocked(op, ErrClosed)
 	}
 }
 
 // run is the goroutine of one fetch: attempts, retries with their delays,
-// pauses while offline, then settle.
+// pauses while offline, then settle, with the hooks around them.
 func (e *entry[P, T]) run(op *fetchOp[T]) {
 	q := e.q
+	c := q.c
+	hooks := &c.cfg.hooks
+	info := FetchInfo{Query: q.name, Key: e.key, Attempt: 1}
+	// ctx is what the fetch function gets: op.ctx, or what FetchStart made
+	// of it. Waits and cancellation go by op.ctx.
+	ctx := op.ctx
+	start := time.Now()
+	if h := hooks.FetchStart; h != nil {
+		c.callHook("FetchStart", func() {
+			if x := h(ctx, info); x != nil {
+				ctx = x
+			}
+		})
+	}
+	var meter *fetchMeter
+	if hooks.FetchEnd != nil {
+		meter = &fetchMeter{}
+		ctx = context.WithValue(ctx, meterKey{}, meter)
+	}
 	var data T
 	var err error
+	attempts := 0
 	for failures := 0; ; {
 		if err = e.waitOnline(op); err != nil {
 			break
 		}
-		data, err = q.attempt(op.ctx, e.p)
+		attempts++
+		data, err = q.attempt(ctx, e.p)
 		if err == nil {
 			break
 		}
@@ -374,16 +401,34 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 		// Only a failure that is retried is a change of its own: the last
 		// one arrives with the error, in one change.
 		e.noteFailure(op, failures)
-		q.c.retries.Add(1)
-		q.c.cfg.logger.Debug("qcache: retrying fetch", "key", e.keyText(), "attempt", failures+1, "delay", delay, "err", err)
+		q.count(nRetries)
+		c.cfg.logger.DebugContext(ctx, "qcache: retrying fetch", "query", q.name, "key", e.keyText(),
+			"attempt", failures+1, "delay", delay, "err", err)
+		if h := hooks.Retry; h != nil {
+			info.Attempt = failures
+			c.callHook("Retry", func() { h(ctx, info, err, delay) })
+		}
 		if !wait.Sleep(op.ctx, delay) {
 			err = context.Cause(op.ctx)
 			break
 		}
 	}
 	e.mu.Lock()
-	e.settleLocked(op, data, err)
+	outcome := e.settleLocked(op, data, err)
 	e.mu.Unlock()
+	if outcome == OutcomeError {
+		c.cfg.logger.WarnContext(ctx, "qcache: fetch failed", "query", q.name, "key", e.keyText(),
+			"attempts", attempts, "err", err)
+	}
+	if h := hooks.FetchEnd; h != nil {
+		info.Attempt = attempts
+		r := FetchResult{FetchInfo: info, Outcome: outcome, Duration: time.Since(start),
+			StatusCode: meter.status, Bytes: meter.bytes}
+		if outcome == OutcomeError || outcome == OutcomeCancelled {
+			r.Err = err
+		}
+		c.callHook("FetchEnd", func() { h(ctx, r) })
+	}
 }
 
 // waitOnline blocks, in FetchPaused, while the client is offline.
@@ -423,21 +468,21 @@ func (e *entry[P, T]) noteFailure(op *fetchOp[T], failures int) {
 // wakes the waiters, and starts the follow-up if one is waiting or restarts
 // the gc clock. The result of an op abandoned before (Cancel, nobody wants
 // it, Client.Close) is dropped.
-func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
+func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 	if op.settled {
-		return
+		return OutcomeCancelled
 	}
 	op.settled = true
-	c := e.q.c
 	if e.inflight == op {
 		e.inflight = nil
 	}
 	op.cancel(nil)
+	outcome := OutcomeSuccess
 	if err != nil {
-		c.fetchErrors.Add(1)
-		c.cfg.logger.Debug("qcache: fetch failed", "key", e.keyText(), "err", err)
+		e.q.count(nFetchErrors)
+		outcome = OutcomeError
 	} else {
-		c.fetchSuccesses.Add(1)
+		e.q.count(nFetchSuccesses)
 	}
 	switch {
 	case e.isGone(), op.startSeq <= e.resetSeq:
@@ -451,10 +496,16 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 		if !e.isGone() {
 			e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle) }, keepFresh)
 		}
+		if err == nil {
+			outcome = OutcomeSuperseded
+		}
 	case e.setDataSeq > op.startSeq:
 		// SetData wins over every fetch that started before it.
 		op.data = e.snap.Load().data
 		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle) }, keepFresh)
+		if err == nil {
+			outcome = OutcomeSuperseded
+		}
 	case err != nil:
 		op.err = e.wrapErr(err)
 		now, failures := time.Now(), int32(op.failures)
@@ -481,6 +532,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) {
 	}
 	close(op.done)
 	e.nextLocked()
+	return outcome
 }
 
 // abandonLocked ends op at once, without waiting for its function to
@@ -493,7 +545,7 @@ func (e *entry[P, T]) abandonLocked(op *fetchOp[T], cause error) {
 		return
 	}
 	op.settled = true
-	e.q.c.fetchCancelled.Add(1)
+	e.q.count(nFetchCancelled)
 	if errors.Is(cause, ErrClosed) {
 		op.err = ErrClosed
 	} else {
@@ -636,7 +688,7 @@ func (e *entry[P, T]) hasEnabledObserverLocked() bool {
 	return false
 }
 
-func (e *entry[P, T]) invalidate(rt RefetchType) func(context.Context) error {
+func (e *entry[P, T]) invalidate(ctx context.Context, rt RefetchType) func(context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.isGone() {
@@ -658,16 +710,16 @@ func (e *entry[P, T]) invalidate(rt RefetchType) func(context.Context) error {
 	if !refetch {
 		return nil
 	}
-	return e.waitFunc(e.refetchLocked(wantPin))
+	return e.waitFunc(e.refetchLocked(ctx, wantPin))
 }
 
-func (e *entry[P, T]) refetch() func(context.Context) error {
+func (e *entry[P, T]) refetch(ctx context.Context) func(context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.isGone() {
 		return nil
 	}
-	return e.waitFunc(e.refetchLocked(wantPin))
+	return e.waitFunc(e.refetchLocked(ctx, wantPin))
 }
 
 // waitFunc returns a wait for a detached op: the caller's context ends its
@@ -699,31 +751,44 @@ func (e *entry[P, T]) abortFetch(cause error) {
 // its data is dropped, fetches already running do not store their results,
 // and enabled observers get a new fetch.
 func (e *entry[P, T]) remove() {
+	if e.removeOrReset() {
+		e.evicted(EvictRemove)
+	}
+}
+
+// removeOrReset is remove under the lock; it reports whether the entry left
+// the cache.
+func (e *entry[P, T]) removeOrReset() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.isGone() {
-		return
+		return false
 	}
 	if len(e.observersLocked()) == 0 {
-		e.removeLocked()
-		return
+		return e.removeLocked()
 	}
 	e.seq++
 	e.resetSeq = e.seq
 	e.dataVer++
 	e.setLocked(func(s *snapshot[T]) { *s = snapshot[T]{fetchStatus: s.fetchStatus} }, makeStale)
 	if e.hasEnabledObserverLocked() {
-		e.refetchLocked(wantObserver)
+		e.refetchLocked(context.Background(), wantObserver)
 	}
+	return false
 }
 
-func (e *entry[P, T]) removeLocked() {
+// removeLocked marks the entry gone and drops it from its query; it
+// reports whether this call did (once per entry, whoever removes it).
+func (e *entry[P, T]) removeLocked() bool {
 	e.markStaleLocked()
 	e.stopGCLocked()
-	if e.markGone() { // once per entry, whoever removes it
-		e.q.entries.delete(e.p, e)
-		e.q.c.entries.Add(-1)
+	if !e.markGone() {
+		return false
 	}
+	e.q.entries.delete(e.p, e)
+	e.q.c.entries.Add(-1)
+	e.q.nEntries.Add(-1)
+	return true
 }
 
 func (e *entry[P, T]) evictable() bool {
@@ -739,12 +804,25 @@ func (e *entry[P, T]) evictableLocked() bool {
 
 func (e *entry[P, T]) evict() bool {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if !e.evictableLocked() {
+		e.mu.Unlock()
 		return false
 	}
-	e.removeLocked()
+	removed := e.removeLocked()
+	e.mu.Unlock()
+	if removed {
+		e.q.count(nEvictions)
+		e.evicted(EvictMaxEntries)
+	}
 	return true
+}
+
+// evicted calls the Evicted hook; e.mu is not held.
+func (e *entry[P, T]) evicted(reason EvictReason) {
+	c := e.q.c
+	if h := c.cfg.hooks.Evicted; h != nil {
+		c.callHook("Evicted", func() { h(EvictInfo{Query: e.q.name, Key: e.key, Reason: reason}) })
+	}
 }
 
 // stopTimers stops the entry's stale timer (Client.Close; the gc queue is
@@ -779,10 +857,14 @@ func (e *entry[P, T]) gcPos() *int32 { return &e.gcQueued }
 // rescheduled meanwhile) and it is still idle and unobserved.
 func (e *entry[P, T]) gcDue(at time.Duration) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	removed := false
 	if e.gcAt == at && e.evictableLocked() {
 		e.gcAt = 0
-		e.removeLocked()
+		removed = e.removeLocked()
+	}
+	e.mu.Unlock()
+	if removed {
+		e.evicted(EvictGC)
 	}
 }
 

@@ -36,13 +36,8 @@ type Client struct {
 	entries  atomic.Int64
 	useClock atomic.Uint64 // advanced on every miss; entries remember it when used, for LRU eviction
 
-	hits               stripedCounter
-	misses, fetches    atomic.Uint64
-	fetchErrors, dedup atomic.Uint64
-	fetchSuccesses     atomic.Uint64
-	fetchCancelled     atomic.Uint64
-	retries, evictions atomic.Uint64
-	overBound          atomic.Uint64
+	n         counters // the sums of the queries' counters; hits are summed when read
+	overBound atomic.Uint64
 
 	bus *busLink // WithBus; nil without
 
@@ -63,6 +58,7 @@ type observerHandle interface {
 type anyQuery interface {
 	eachEntry(yield func(anyEntry) bool)
 	staticPrefix() Key // every key of the query starts with it
+	stats() QueryStats
 }
 
 // NewClient returns a client configured by opts. It starts no goroutine,
@@ -276,12 +272,23 @@ func (c *Client) queryList() []anyQuery {
 // Stats are counters of a client since it was made. Every fetch that has
 // settled counts in exactly one of FetchSuccesses, FetchErrors and
 // FetchCancelled, so Fetches is their sum plus the fetches in flight.
+//
+// Its JSON form uses snake_case names: json.Marshal(client.Stats()) is fit to
+// serve as it is.
 type Stats struct {
-	Entries, Observers                 int    // now
-	Hits, Misses, Fetches, FetchErrors uint64 // Get answered from memory or not; fetches started; fetches failed after their retries
-	Deduplicated, Retries, Evictions   uint64 // callers that joined a fetch in flight; retried attempts; entries evicted by WithMaxEntries
-	FetchSuccesses, FetchCancelled     uint64 // fetches that succeeded (stored, or superseded by SetData); cancelled by Cancel, Close or nobody waiting
-	OverBound                          uint64 // inserts that left more entries than WithMaxEntries, because nothing else could be evicted
+	Entries        int    `json:"entries"`         // now
+	Observers      int    `json:"observers"`       // now
+	Hits           uint64 `json:"hits"`            // Get answered from memory
+	Misses         uint64 `json:"misses"`          // Get that waited for a fetch
+	Fetches        uint64 `json:"fetches"`         // fetches started
+	FetchErrors    uint64 `json:"fetch_errors"`    // fetches failed after their retries
+	Deduplicated   uint64 `json:"deduplicated"`    // callers that joined a fetch in flight
+	Retries        uint64 `json:"retries"`         // retried attempts, of fetches and mutations
+	Evictions      uint64 `json:"evictions"`       // entries evicted by WithMaxEntries
+	FetchSuccesses uint64 `json:"fetch_successes"` // fetches that succeeded (stored, or superseded by SetData or Remove)
+	FetchCancelled uint64 `json:"fetch_cancelled"` // fetches cancelled by Cancel, Close or nobody waiting
+	OverBound      uint64 `json:"over_bound"`      // inserts that left more entries than WithMaxEntries, because nothing else could be evicted
+	StaleServed    uint64 `json:"stale_served"`    // Get answered with stale data (StaleWhileRevalidate); also counted in Hits
 }
 
 // Stats returns the client's counters.
@@ -289,20 +296,24 @@ func (c *Client) Stats() Stats {
 	c.mu.Lock()
 	obs := len(c.observers)
 	c.mu.Unlock()
+	var hits uint64
+	for _, q := range c.queryList() {
+		hits += q.stats().Hits
+	}
 	return Stats{
-		Entries:      int(c.entries.Load()),
-		Observers:    obs,
-		Hits:         c.hits.load(),
-		Misses:       c.misses.Load(),
-		Fetches:      c.fetches.Load(),
-		FetchErrors:  c.fetchErrors.Load(),
-		Deduplicated: c.dedup.Load(),
-		Retries:      c.retries.Load(),
-		Evictions:    c.evictions.Load(),
-
-		FetchSuccesses: c.fetchSuccesses.Load(),
-		FetchCancelled: c.fetchCancelled.Load(),
+		Entries:        int(c.entries.Load()),
+		Observers:      obs,
+		Hits:           hits,
+		Misses:         c.n[nMisses].Load(),
+		Fetches:        c.n[nFetches].Load(),
+		FetchErrors:    c.n[nFetchErrors].Load(),
+		Deduplicated:   c.n[nDedup].Load(),
+		Retries:        c.n[nRetries].Load(),
+		Evictions:      c.n[nEvictions].Load(),
+		FetchSuccesses: c.n[nFetchSuccesses].Load(),
+		FetchCancelled: c.n[nFetchCancelled].Load(),
 		OverBound:      c.overBound.Load(),
+		StaleServed:    c.n[nStaleServed].Load(),
 	}
 }
 
@@ -358,9 +369,7 @@ func (c *Client) evict() {
 		if c.entries.Load() <= target {
 			break
 		}
-		if e.evict() {
-			c.evictions.Add(1)
-		}
+		e.evict() // counts itself
 	}
 	if n := c.entries.Load(); n > max {
 		c.evictAgain.Store(n + max/20 + 1)

@@ -210,6 +210,15 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 		io.CopyN(io.Discard, resp.Body, maxErrorBody)
 		resp.Body.Close()
 	}()
+	if m := meterFrom(ctx); m != nil { // for the FetchEnd hook
+		m.status = resp.StatusCode
+		cr := &countingReader{r: resp.Body}
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{cr, resp.Body}
+		defer func() { m.bytes = cr.n }()
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		ra, _ := backoff.RetryAfter(resp.Header, time.Now())

@@ -115,7 +115,7 @@ func (c *Client) invalidateLocal(ctx context.Context, f Filter) error {
 	rt := refetchFor(ctx, f.Refetch)
 	var waits []func(context.Context) error
 	for _, e := range c.matching(f) {
-		if w := e.invalidate(rt); w != nil {
+		if w := e.invalidate(ctx, rt); w != nil {
 			waits = append(waits, w)
 		}
 	}
@@ -144,7 +144,7 @@ func (c *Client) Refetch(ctx context.Context, f Filter) error {
 	}
 	var waits []func(context.Context) error
 	for _, e := range c.matching(f) {
-		if w := e.refetch(); w != nil {
+		if w := e.refetch(ctx); w != nil {
 			waits = append(waits, w)
 		}
 	}
@@ -216,7 +216,7 @@ func (c *Client) InvalidateEvery(ctx context.Context, every time.Duration, f Fil
 		for {
 			select {
 			case <-t.C:
-				c.invalidateRound(f)
+				c.invalidateRound(ctx, f)
 			case <-ctx.Done():
 				return
 			case <-c.ctx.Done():
@@ -236,14 +236,14 @@ func (c *Client) InvalidateEvery(ctx context.Context, every time.Duration, f Fil
 // invalidateRound is one round of InvalidateEvery. It runs on the client's
 // goroutine, so a panicking Predicate is logged instead of ending the
 // process.
-func (c *Client) invalidateRound(f Filter) {
+func (c *Client) invalidateRound(ctx context.Context, f Filter) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.cfg.logger.Error("qcache: InvalidateEvery: filter predicate panicked", "panic", r)
 		}
 	}()
 	for _, e := range c.matching(f) {
-		e.invalidate(f.Refetch)
+		e.invalidate(ctx, f.Refetch)
 	}
 }
 
@@ -259,7 +259,7 @@ func (q *Query[P, T]) Invalidate(ctx context.Context, p P) error {
 	if e == nil {
 		return nil
 	}
-	if w := e.invalidate(refetchFor(ctx, RefetchActive)); w != nil {
+	if w := e.invalidate(ctx, refetchFor(ctx, RefetchActive)); w != nil {
 		return w(ctx)
 	}
 	return waitAll(ctx, nil)
@@ -275,7 +275,7 @@ func (q *Query[P, T]) InvalidateAll(ctx context.Context) error {
 	var waits []func(context.Context) error
 	rt := refetchFor(ctx, RefetchActive)
 	q.eachEntry(func(e anyEntry) bool {
-		if w := e.invalidate(rt); w != nil {
+		if w := e.invalidate(ctx, rt); w != nil {
 			waits = append(waits, w)
 		}
 		return true

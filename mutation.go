@@ -276,7 +276,7 @@ func (m *Mutation[P, B, R]) send(ctx context.Context, u string, payload []byte) 
 		if !ok {
 			return zero, err // the server asks for a longer wait than the cap
 		}
-		c.retries.Add(1)
+		c.n[nRetries].Add(1)
 		c.cfg.logger.Debug("qcache: retrying mutation", "mutation", m.name, "attempt", failures+1, "delay", delay, "err", err)
 		if !wait.Sleep(rctx, delay) {
 			if closed() {
@@ -322,7 +322,7 @@ func (m *Mutation[P, B, R]) invalidate(ctx context.Context) {
 				continue
 			}
 			seen[e] = true
-			if w := e.invalidate(f.Refetch); w != nil {
+			if w := e.invalidate(ctx, f.Refetch); w != nil {
 				waits = append(waits, w)
 			}
 		}

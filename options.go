@@ -27,6 +27,7 @@ type clientConfig struct {
 	maxResponseBytes int64
 	logger           *slog.Logger
 	bus              *busConfig // WithBus
+	hooks            Hooks      // WithHooks
 }
 
 const defaultMaxResponseBytes = 10 << 20
@@ -135,7 +136,8 @@ type queryConfig struct {
 	maxRetryDelay time.Duration
 	keyPrefix     []string
 	swr           bool
-	local         bool // Local
+	local         bool   // Local
+	name          string // QueryName
 }
 
 // defaultTimeout bounds each attempt of a fetch unless Timeout says otherwise.
@@ -209,6 +211,13 @@ func Timeout(d time.Duration) QueryOption {
 	nonNegative("Timeout", d)
 	return func(c *queryConfig) { c.timeout = d }
 }
+
+// QueryName names the query in metrics, traces, logs and errors. By default
+// NewQuery names a query after its method and endpoint ("GET
+// /users/$userId") and NewQueryFunc after its key ("orders"). A name is a
+// metric label: keep it bounded (never a key or a user's input). Two
+// queries may share a name; their metrics then add up.
+func QueryName(name string) QueryOption { return func(c *queryConfig) { c.name = name } }
 
 // KeyPrefix puts parts in front of every key of the query, so that queries
 // with the same paths on different services have distinct keys.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync/atomic"
 
 	"github.com/qcache-go/qcache/internal/endpoint"
 )
@@ -28,7 +29,14 @@ type Query[P comparable, T any] struct {
 	keyFn   func(p P) (Key, error)
 	static  Key // the segments every key of the query starts with
 	entries entryMap[P, T]
+
+	hits       stripedCounter // the hit path's counter; the client's Hits sum them
+	n          counters
+	nEntries   atomic.Int64
+	nObservers atomic.Int64
 }
+
+func (q *Query[P, T]) stats() QueryStats { return q.Stats() }
 
 func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *Query[P, T] {
 	if c == nil {
@@ -40,6 +48,9 @@ func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *
 	}
 	for _, o := range opts {
 		o(&q.cfg)
+	}
+	if q.cfg.name != "" {
+		q.name = q.cfg.name
 	}
 	return q
 }
@@ -88,7 +99,7 @@ func NewQuery[P comparable, T any](c *Client, ep Endpoint, opts ...QueryOption) 
 // behaviour are those of NewQuery. It panics when P cannot bind.
 func NewQueryFunc[P comparable, T any](c *Client, key Key,
 	fetch func(ctx context.Context, p P) (T, error), opts ...QueryOption) *Query[P, T] {
-	name := "func " + key.String()
+	name := key.String()
 	if fetch == nil {
 		panic("qcache: NewQueryFunc " + key.String() + ": nil fetch function")
 	}
@@ -194,6 +205,7 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 			e, loaded = q.entries.loadOrStore(p, ne)
 			if !loaded {
 				c.entries.Add(1)
+				q.nEntries.Add(1)
 				c.evict()
 				e.mu.Lock()
 				e.flags.And(^flagNew)
@@ -224,7 +236,7 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 func (q *Query[P, T]) Get(ctx context.Context, p P) (T, error) {
 	if e := q.entries.readOnly().m[p]; e != nil {
 		if e.servable() && !q.c.closed.Load() {
-			q.c.hits.add()
+			q.hits.add()
 			e.touch()
 			return e.snap.Load().data, nil
 		}
@@ -242,25 +254,26 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 	if e.freshLocked() {
 		data := e.snap.Load().data
 		e.mu.Unlock()
-		c.hits.add()
+		q.hits.add()
 		return data, nil
 	}
 	if cur := e.snap.Load(); q.cfg.swr && cur.hasData {
 		data := cur.data
 		if ctx.Err() == nil { // an ended context starts no fetch
-			e.joinLocked(wantPin)
+			e.joinLocked(ctx, wantPin)
 		}
 		e.mu.Unlock()
-		c.hits.add()
+		q.hits.add()
+		q.count(nStaleServed)
 		return data, nil
 	}
 	if ctx.Err() != nil {
 		e.mu.Unlock()
 		return zero, fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
 	}
-	c.misses.Add(1)
+	q.count(nMisses)
 	e.lastUse.Store(c.useClock.Add(1))
-	op := e.joinLocked(wantWait)
+	op := e.joinLocked(ctx, wantWait)
 	e.mu.Unlock()
 	return e.wait(ctx, op)
 }
@@ -278,7 +291,7 @@ func (q *Query[P, T]) Fetch(ctx context.Context, p P) (T, error) {
 	if err != nil {
 		return zero, err
 	}
-	op := e.refetchLocked(wantWait)
+	op := e.refetchLocked(ctx, wantWait)
 	e.mu.Unlock()
 	return e.wait(ctx, op)
 }
@@ -292,7 +305,7 @@ func (q *Query[P, T]) Prefetch(p P) {
 		return
 	}
 	if !e.freshLocked() {
-		e.joinLocked(wantPin)
+		e.joinLocked(context.Background(), wantPin)
 	}
 	e.mu.Unlock()
 }

@@ -54,7 +54,7 @@ const (
 // observed is what an observer knows of its entry, whatever the entry's P.
 type observed[T any] interface {
 	observedState() (State[T], time.Time)
-	autoFetch()
+	autoFetch(ctx context.Context)
 	explicitFetch(ctx context.Context) (T, error)
 	detach(o *Observer[T])
 }
@@ -98,6 +98,7 @@ func (q *Query[P, T]) Use(ctx context.Context, p P, opts ...UseOption) *Observer
 	e.stopGCLocked()
 	o.deliver(e.stateLocked(), false)
 	e.mu.Unlock()
+	e.observerEvent(true)
 	o.wg.Add(1)
 	if !q.c.goroutine(o.run) {
 		o.cleanup()
@@ -387,7 +388,7 @@ func (o *Observer[T]) handle(ev uint32) bool {
 		if now := time.Now(); !now.Before(later(changed, p.lastTick).Add(p.prev)) {
 			p.lastTick = now
 			if o.enabled() && (cfg.background || o.c.focused.Load()) {
-				o.e.autoFetch()
+				o.e.autoFetch(o.ctx)
 			}
 		}
 	}
@@ -415,7 +416,7 @@ func (o *Observer[T]) eventFetch(t Trigger) {
 		return
 	}
 	if s, _ := o.e.observedState(); shouldFetch(t, s) {
-		o.e.autoFetch()
+		o.e.autoFetch(o.ctx)
 	}
 }
 
@@ -446,11 +447,11 @@ func (e *entry[P, T]) observedState() (State[T], time.Time) {
 	return e.stateLocked(), e.lv().lastChange
 }
 
-func (e *entry[P, T]) autoFetch() {
+func (e *entry[P, T]) autoFetch(ctx context.Context) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.isGone() {
-		e.joinLocked(wantObserver)
+		e.joinLocked(ctx, wantObserver)
 	}
 }
 
@@ -466,14 +467,13 @@ func (e *entry[P, T]) explicitFetch(ctx context.Context) (T, error) {
 		var zero T
 		return zero, fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
 	}
-	op := e.refetchLocked(wantWait)
+	op := e.refetchLocked(ctx, wantWait)
 	e.mu.Unlock()
 	return e.wait(ctx, op)
 }
 
 func (e *entry[P, T]) detach(o *Observer[T]) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	lv := e.lv()
 	for i, x := range lv.observers {
 		if x == o {
@@ -484,5 +484,23 @@ func (e *entry[P, T]) detach(o *Observer[T]) {
 	if len(lv.observers) == 0 {
 		e.unwatchedLocked()
 		e.scheduleGCLocked()
+	}
+	e.mu.Unlock()
+	e.observerEvent(false)
+}
+
+// observerEvent counts an observer that came or went and tells the hook;
+// e.mu is not held.
+func (e *entry[P, T]) observerEvent(added bool) {
+	q := e.q
+	h := q.c.cfg.hooks.ObserverRemoved
+	if added {
+		q.nObservers.Add(1)
+		h = q.c.cfg.hooks.ObserverAdded
+	} else {
+		q.nObservers.Add(-1)
+	}
+	if h != nil {
+		q.c.callHook("Observer", func() { h(q.name, e.key) })
 	}
 }

@@ -46,9 +46,9 @@ type MessageHandler func(ctx context.Context, msg []byte) error
 
 // WSStats are counters of a stream since it was made.
 type WSStats struct {
-	Connects uint64 // links established, the first one included
-	Messages uint64 // messages read and handed to the handler, whatever it answered
-	Errors   uint64 // errors reported to WSOnError: dials, drops, OnConnect, bad messages
+	Connects uint64 `json:"connects"` // links established, the first one included
+	Messages uint64 `json:"messages"` // messages read and handed to the handler, whatever it answered
+	Errors   uint64 `json:"errors"`   // errors reported to WSOnError: dials, drops, OnConnect, bad messages
 }
 
 // WSStream is a WebSocket subscription made by Client.SubscribeWS: one
@@ -292,13 +292,27 @@ func (s *WSStream) run() {
 			failures++
 			continue
 		}
-		s.connects.Add(1)
-		s.c.cfg.logger.Debug("qcache: websocket connected", "url", s.url)
+		if s.connects.Add(1) == 1 {
+			s.c.cfg.logger.DebugContext(s.ctx, "qcache: websocket connected", "url", s.url)
+		} else {
+			s.c.cfg.logger.InfoContext(s.ctx, "qcache: websocket reconnected", "url", s.url)
+		}
+		if h := s.c.cfg.hooks.WSConnected; h != nil {
+			s.c.callHook("WSConnected", func() { h(s.url) })
+		}
 		healthy, err := s.serve(conn)
 		cancelDial()
+		if h := s.c.cfg.hooks.WSDropped; h != nil {
+			dropErr := err
+			if s.ctx.Err() != nil {
+				dropErr = nil // closed on purpose
+			}
+			s.c.callHook("WSDropped", func() { h(s.url, dropErr) })
+		}
 		if s.ctx.Err() != nil {
 			return
 		}
+		s.c.cfg.logger.WarnContext(s.ctx, "qcache: websocket link dropped", "url", s.url, "err", err)
 		if err != nil {
 			s.report(err)
 		}
@@ -484,7 +498,11 @@ func (s *WSStream) serve(conn *websocket.Conn) (healthy bool, err error) {
 			return healthy, s.linkError(err)
 		}
 		s.messages.Add(1)
-		if err := s.handle(msg); err != nil && s.ctx.Err() == nil {
+		err = s.handle(msg)
+		if h := s.c.cfg.hooks.WSMessage; h != nil {
+			s.c.callHook("WSMessage", func() { h(s.url, len(msg), err) })
+		}
+		if err != nil && s.ctx.Err() == nil {
 			s.report(err)
 		}
 	}
@@ -639,7 +657,7 @@ func (s *WSStream) refetchResync() {
 		for {
 			// Only this client missed messages: the other replicas are not told.
 			if err := s.c.invalidateLocal(s.ctx, s.cfg.resync); err != nil {
-				s.c.cfg.logger.Debug("qcache: websocket resync", "url", s.url, "err", err)
+				s.c.cfg.logger.DebugContext(s.ctx, "qcache: websocket resync", "url", s.url, "err", err)
 			}
 			s.mu.Lock()
 			if !s.resyncPending || s.ctx.Err() != nil {
@@ -656,7 +674,7 @@ func (s *WSStream) refetchResync() {
 // report counts err, logs it and hands it to OnError.
 func (s *WSStream) report(err error) {
 	s.errs.Add(1)
-	s.c.cfg.logger.Debug("qcache: websocket", "url", s.url, "err", err)
+	s.c.cfg.logger.DebugContext(s.ctx, "qcache: websocket", "url", s.url, "err", err)
 	f := s.cfg.onError
 	if f == nil {
 		return
@@ -713,7 +731,7 @@ func InvalidateHandler(c *Client, filter func(msg []byte) (Filter, error)) Messa
 	if c == nil || filter == nil {
 		panic("qcache: InvalidateHandler: nil client or filter function")
 	}
-	return func(_ context.Context, msg []byte) error {
+	return func(ctx context.Context, msg []byte) error {
 		f, err := filter(msg)
 		if err != nil {
 			return fmt.Errorf("qcache: invalidate message: %w", err)
@@ -722,7 +740,7 @@ func InvalidateHandler(c *Client, filter func(msg []byte) (Filter, error)) Messa
 			return ErrClosed
 		}
 		for _, e := range c.matching(f) {
-			e.invalidate(f.Refetch)
+			e.invalidate(ctx, f.Refetch)
 		}
 		return nil
 	}

@@ -1,0 +1,152 @@
+package qcache
+
+import (
+	"context"
+	"time"
+)
+
+// Hooks are optional functions that qcache calls as it works, for metrics,
+// traces and logs (the qcacheprom and qcacheotel sub-modules are built on
+// them). A nil field costs nothing. Every hook is called outside every lock
+// of the cache, on the goroutine that did the work; it must return quickly
+// and must not block. A hook that panics is recovered and logged at Error;
+// the cache goes on.
+//
+// Hits and misses are not hooks: the hit path stays free of calls. They are
+// counted per query: Query.Stats and Client.QueryStats.
+type Hooks struct {
+	// FetchStart is called when a fetch starts, before its first attempt,
+	// with the fetch's context (which carries the values of the context of
+	// the call that started it). The context it returns, if not nil, is the
+	// one the fetch function and FetchEnd get: a tracer starts a span here.
+	FetchStart func(ctx context.Context, f FetchInfo) context.Context
+	// FetchEnd is called once per fetch that FetchStart saw, when its
+	// function has returned for the last time.
+	FetchEnd func(ctx context.Context, f FetchResult)
+	// Retry is called before each retry's wait, with the error of the
+	// attempt that failed.
+	Retry func(ctx context.Context, f FetchInfo, err error, delay time.Duration)
+	// Evicted is called when an entry leaves the cache.
+	Evicted func(e EvictInfo)
+	// ObserverAdded and ObserverRemoved are called when Use starts an
+	// observer and when it ends.
+	ObserverAdded, ObserverRemoved func(query string, key Key)
+	// WSConnected is called when a WebSocket link is up; WSDropped when it
+	// went down (err says why; nil when the stream was closed).
+	WSConnected func(url string)
+	WSDropped   func(url string, err error)
+	// WSMessage is called after each message was handed to the handler,
+	// with the handler's error, if any.
+	WSMessage func(url string, size int, err error)
+	// BusPublished and BusReceived are called for each event sent to, or
+	// taken from, the other replicas; BusDropped for an event that was not
+	// sent or not applied (reason says why); BusResync when every local
+	// entry was invalidated because events were lost.
+	BusPublished, BusReceived func(kind EventKind)
+	BusDropped                func(kind EventKind, reason string)
+	BusResync                 func()
+}
+
+// FetchInfo describes a fetch for Hooks.
+type FetchInfo struct {
+	Query   string // the query's name (QueryName): bounded, fit for a metric label
+	Key     Key    // the entry's key: unbounded, for spans and logs, never for metric labels
+	Attempt int    // 1 for the first attempt
+}
+
+// FetchResult describes a fetch that ended.
+type FetchResult struct {
+	FetchInfo         // Attempt is the number of attempts made
+	Outcome   Outcome // how it ended
+	Err       error   // the last attempt's error (for OutcomeError and OutcomeCancelled)
+	Duration  time.Duration
+	// StatusCode and Bytes are those of the last HTTP answer (NewQuery only;
+	// 0 otherwise): its status, and the bytes of its body that were read.
+	StatusCode int
+	Bytes      int64
+}
+
+// Outcome is how a fetch ended.
+type Outcome int
+
+const (
+	OutcomeSuccess    Outcome = iota // the data was stored
+	OutcomeError                     // it failed after its retries; the entry holds the error
+	OutcomeCancelled                 // Cancel, Client.Close, or nobody wanted it any more; its result was dropped
+	OutcomeSuperseded                // it succeeded, but a SetData or a Remove came after it started: nothing stored
+)
+
+// String returns "success", "error", "cancelled" or "superseded".
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeSuccess:
+		return "success"
+	case OutcomeError:
+		return "error"
+	case OutcomeCancelled:
+		return "cancelled"
+	case OutcomeSuperseded:
+		return "superseded"
+	}
+	return "Outcome(?)"
+}
+
+// EvictInfo describes an entry that left the cache.
+type EvictInfo struct {
+	Query  string
+	Key    Key
+	Reason EvictReason
+}
+
+// EvictReason says why an entry left the cache.
+type EvictReason int
+
+const (
+	EvictGC         EvictReason = iota // unobserved for GCTime
+	EvictMaxEntries                    // WithMaxEntries took it, least recently used first
+	EvictRemove                        // Remove, or a Bus event of another replica
+)
+
+// String returns "gc", "max_entries" or "remove".
+func (r EvictReason) String() string {
+	switch r {
+	case EvictGC:
+		return "gc"
+	case EvictMaxEntries:
+		return "max_entries"
+	case EvictRemove:
+		return "remove"
+	}
+	return "EvictReason(?)"
+}
+
+// WithHooks installs h; see Hooks. Options given later replace earlier
+// ones whole.
+func WithHooks(h Hooks) ClientOption { return func(c *clientConfig) { c.hooks = h } }
+
+// callHook runs f, a hook, recovering a panic: a broken hook never breaks
+// the cache.
+func (c *Client) callHook(name string, f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.cfg.logger.Error("qcache: hook panicked", "hook", name, "panic", r)
+		}
+	}()
+	f()
+}
+
+// fetchMeter carries what the HTTP layer learns of a fetch's last answer to
+// FetchEnd. It travels in the attempt's context; only the fetch's own
+// goroutine writes it.
+type fetchMeter struct {
+	status int
+	bytes  int64
+}
+
+type meterKey struct{}
+
+// meterFrom returns the fetch's meter, or nil outside a fetch with hooks.
+func meterFrom(ctx context.Context) *fetchMeter {
+	m, _ := ctx.Value(meterKey{}).(*fetchMeter)
+	return m
+}
