@@ -92,7 +92,9 @@ func NewQuery[P comparable, T any](c *Client, ep Endpoint, opts ...QueryOption) 
 
 // NewQueryFunc declares a query over any other source (a database, gRPC):
 // fetch is called, at most once at a time per key, with a context that ends
-// when nobody wants the result any more. Keys are key, then one segment per
+// when nobody wants the result any more and that carries the values of the
+// context of the call that started the fetch (trace spans, request IDs);
+// callers that join a fetch in flight share the starter's values. Keys are key, then one segment per
 // path-bound value of P (a scalar P is one segment; a struct's untagged and
 // `path`-tagged exported fields, in declaration order), then a query segment
 // built from `query`-tagged fields. Caching, retries and every other
