@@ -391,7 +391,7 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 		}
 		failures++
 		op.failures = failures
-		if failures > q.cfg.retry || !retryable(err) {
+		if !q.shouldRetry(failures, err) {
 			break
 		}
 		delay, ok := q.retryDelay(failures-1, err)
@@ -651,6 +651,17 @@ func (e *entry[P, T]) cancelLocked(cause error) {
 	if op := e.inflight; op != nil {
 		e.abandonLocked(op, cause)
 	}
+}
+
+// shouldRetry says whether a fetch whose attempt number failures failed
+// with err is retried: RetryIf's answer, or Retry's count and retryable.
+func (q *Query[P, T]) shouldRetry(failures int, err error) bool {
+	if f := q.cfg.retryIf; f != nil {
+		ok := false
+		q.c.callHook("RetryIf", func() { ok = f(failures-1, err) })
+		return ok
+	}
+	return failures <= q.cfg.retry && retryable(err)
 }
 
 func retryable(err error) bool {

@@ -2,6 +2,7 @@ package qcache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -136,8 +137,12 @@ type queryConfig struct {
 	maxRetryDelay time.Duration
 	keyPrefix     []string
 	swr           bool
-	local         bool   // Local
-	name          string // QueryName
+	local         bool                                   // Local
+	name          string                                 // QueryName
+	retryIf       func(failureCount int, err error) bool // RetryIf
+	staleIfError  time.Duration                          // StaleIfError
+	errorTTL      time.Duration                          // CacheErrors
+	cacheErr      func(error) bool                       // CacheErrors
 }
 
 // defaultTimeout bounds each attempt of a fetch unless Timeout says otherwise.
@@ -185,6 +190,45 @@ func Retry(n int) QueryOption {
 // MaxRetryDelay.
 func RetryDelay(f func(failureCount int, err error) time.Duration) QueryOption {
 	return func(c *queryConfig) { c.retryDelay = f }
+}
+
+// RetryIf decides, after each failed attempt, whether to retry: failureCount
+// is the number of attempts that failed before this one (0 after the first),
+// err the error of this one. It replaces Retry's count and the default rule
+// of what is retryable (TanStack's retry as a function); MaxRetryDelay still
+// caps the wait, and a server asking for longer still ends the fetch.
+func RetryIf(f func(failureCount int, err error) bool) QueryOption {
+	return func(c *queryConfig) { c.retryIf = f }
+}
+
+// StaleIfError makes Get answer the cached data, with a nil error, when the
+// fetch it waited for failed and the data is younger than d (by its
+// DataUpdatedAt). The entry still holds the error: State and observers show
+// it. A Get whose own context ended gets that error, not stale data.
+// StaleWhileRevalidate keeps its meaning: it answers stale data without
+// waiting at all.
+func StaleIfError(d time.Duration) QueryOption {
+	nonNegative("StaleIfError", d)
+	return func(c *queryConfig) { c.staleIfError = d }
+}
+
+// CacheErrors caches failures for d (negative caching): a Get of a key
+// whose last fetch failed with an error that match accepts, less than d
+// ago, returns that error without a request. A nil match takes HTTP 404
+// and 410 answers. Observers' refetches, Fetch and invalidation still
+// fetch.
+func CacheErrors(d time.Duration, match func(error) bool) QueryOption {
+	nonNegative("CacheErrors", d)
+	if match == nil {
+		match = isGone
+	}
+	return func(c *queryConfig) { c.errorTTL, c.cacheErr = d, match }
+}
+
+// isGone reports whether err is an HTTP 404 or 410 answer.
+func isGone(err error) bool {
+	var he *HTTPError
+	return errors.As(err, &he) && (he.StatusCode == http.StatusNotFound || he.StatusCode == http.StatusGone)
 }
 
 // MaxRetryDelay caps every wait before a retry, computed or sent by the

@@ -2,11 +2,13 @@ package qcache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/qcache-go/qcache/internal/endpoint"
 )
@@ -269,6 +271,11 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 		q.count(nStaleServed)
 		return data, nil
 	}
+	if err := e.cachedErrLocked(); err != nil {
+		e.mu.Unlock()
+		q.hits.add()
+		return zero, err
+	}
 	if ctx.Err() != nil {
 		e.mu.Unlock()
 		return zero, fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
@@ -277,7 +284,40 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 	e.lastUse.Store(c.useClock.Add(1))
 	op := e.joinLocked(ctx, wantWait)
 	e.mu.Unlock()
-	return e.wait(ctx, op)
+	v, err := e.wait(ctx, op)
+	if err != nil && q.cfg.staleIfError > 0 && ctx.Err() == nil && !errors.Is(err, ErrClosed) {
+		if data, ok := e.youngData(q.cfg.staleIfError); ok {
+			return data, nil
+		}
+	}
+	return v, err
+}
+
+// cachedErrLocked returns the entry's error while CacheErrors keeps it.
+func (e *entry[P, T]) cachedErrLocked() error {
+	q := e.q
+	if q.cfg.errorTTL <= 0 {
+		return nil
+	}
+	f := e.snap.Load().failed
+	if f == nil || f.err == nil || FetchStatus(e.snap.Load().fetchStatus) != FetchIdle ||
+		time.Since(f.at) >= q.cfg.errorTTL || !q.cfg.cacheErr(f.err) {
+		return nil
+	}
+	return f.err
+}
+
+// youngData returns the entry's data when it is younger than d
+// (StaleIfError).
+func (e *entry[P, T]) youngData(d time.Duration) (T, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.snap.Load()
+	if !s.hasData || e.isGone() || time.Since(s.dataUpdatedAt) >= d {
+		var zero T
+		return zero, false
+	}
+	return s.data, true
 }
 
 // Fetch returns data from a fetch that started after the call: when a fetch
@@ -367,6 +407,41 @@ func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
 			e.mu.Unlock()
 			q.publishSetData(e.key, v)
 			return
+		}
+		e.mu.Unlock()
+	}
+}
+
+// UpdateExisting replaces p's data with f(old) when p has data, as SetData
+// does, and reports whether it did. Unlike Update it never creates an
+// entry: a push that patches cached lists must not invent entries for keys
+// nobody asked for. f runs without locks held and may run more than once
+// when the data changes meanwhile.
+func (q *Query[P, T]) UpdateExisting(p P, f func(old T) T) bool {
+	for {
+		e := q.lookup(p)
+		if e == nil {
+			return false
+		}
+		e.mu.Lock()
+		cur := e.snap.Load()
+		if e.isGone() || !cur.hasData {
+			gone := e.isGone()
+			e.mu.Unlock()
+			if gone {
+				continue // replaced meanwhile: look again
+			}
+			return false
+		}
+		old, ver := cur.data, e.dataVer
+		e.mu.Unlock()
+		v := f(old)
+		e.mu.Lock()
+		if !e.isGone() && e.dataVer == ver {
+			e.setDataLocked(v)
+			e.mu.Unlock()
+			q.publishSetData(e.key, v)
+			return true
 		}
 		e.mu.Unlock()
 	}
