@@ -391,7 +391,7 @@ func (s *busSubscriber) Subscribed() {
 		l.c.callHook("BusResync", h)
 	}
 	for _, e := range l.c.matching(Filter{}) {
-		e.invalidate(context.Background(), RefetchActive)
+		e.invalidate(context.Background(), RefetchActive, wantPin)
 	}
 }
 
@@ -415,7 +415,7 @@ func (s *busSubscriber) Apply(ev Event) {
 	for _, e := range c.matching(f) {
 		switch ev.Kind {
 		case EventInvalidate:
-			e.invalidate(context.Background(), ev.Refetch)
+			e.invalidate(context.Background(), ev.Refetch, wantPin)
 		case EventRemove:
 			e.remove()
 		case EventSetData:

@@ -24,9 +24,11 @@ type anyEntry interface {
 	// explicit refetch; the returned function waits for that refetch (nil
 	// when none started).
 	// The refetch carries ctx's values (not its cancellation).
-	invalidate(ctx context.Context, rt RefetchType) (wait func(context.Context) error)
+	// w says whether the caller will call wait (wantWait: it counts as a
+	// waiter until then) or not (wantPin).
+	invalidate(ctx context.Context, rt RefetchType, w want) (wait func(context.Context) error)
 	// refetch starts an explicit refetch and returns its wait.
-	refetch(ctx context.Context) (wait func(context.Context) error)
+	refetch(ctx context.Context, w want) (wait func(context.Context) error)
 	cancelFetch()
 	abortFetch(cause error) // as cancelFetch, with waiters getting cause
 	remove()
@@ -67,20 +69,41 @@ const (
 	flagFresh uint32 = 1 << iota // data present, not invalidated, younger than StaleTime
 	flagGone                     // removed (set under mu, never cleared): lookups skip it
 	flagNew                      // inserted, not yet locked by its inserter: never evicted
+
+	// The bits above these count the turns to fresh, so that the hit path
+	// can tell that the data it loaded was fresh all along (see hit).
+	freshGenOne uint32 = 1 << 3
 )
 
 func (e *entry[P, T]) isFresh() bool { return e.flags.Load()&flagFresh != 0 }
 func (e *entry[P, T]) isGone() bool  { return e.flags.Load()&flagGone != 0 }
 
-// servable reports whether the hit path may answer from the entry: fresh
-// and not removed, in one load.
-func (e *entry[P, T]) servable() bool { return e.flags.Load()&(flagFresh|flagGone) == flagFresh }
+// hit returns the entry's data when it is fresh and not removed, without a
+// lock: the hit path. It loads the flags, the snapshot, and the flags
+// again. A turn to stale clears the flag before it publishes the next
+// snapshot, and a turn to fresh publishes the snapshot before it sets the
+// flag and advances the generation; so equal flags, fresh, around the load
+// mean that the snapshot loaded was the fresh one (a Remove that reset the
+// entry and a refetch that made it fresh again in between change the
+// generation).
+func (e *entry[P, T]) hit() (T, bool) {
+	f := e.flags.Load()
+	if f&(flagFresh|flagGone) == flagFresh {
+		s := e.snap.Load()
+		if e.flags.Load() == f {
+			return s.data, true
+		}
+	}
+	var zero T
+	return zero, false
+}
 
 // markGone sets flagGone and reports whether it was not set before.
 func (e *entry[P, T]) markGone() bool { return e.flags.Or(flagGone)&flagGone == 0 }
 
 func (e *entry[P, T]) setFresh(fresh bool) {
 	if fresh {
+		e.flags.Add(freshGenOne) // the generation wraps harmlessly: only equality is asked
 		e.flags.Or(flagFresh)
 	} else {
 		e.flags.And(^flagFresh)
@@ -291,9 +314,10 @@ func (e *entry[P, T]) turnStale(gen uint64) {
 // content with any fetch that is running (Get, Prefetch, mount, interval,
 // focus, reconnect).
 func (e *entry[P, T]) joinLocked(ctx context.Context, w want) *fetchOp[T] {
-	if op := e.inflight; op != nil && op.startSeq <= e.resetSeq {
-		// It started before a Remove reset the entry: its result is not
-		// the entry's any more, so wait for the fetch after it.
+	if op := e.inflight; op != nil && (op.startSeq <= e.resetSeq || op.startSeq < e.invalidSeq) {
+		// It started before a Remove reset the entry, or before the entry
+		// was invalidated: its result is not fresh, so wait for the fetch
+		// after it (one, shared by every such caller).
 		return e.refetchLocked(ctx, w)
 	}
 	if op := e.inflight; op != nil {
@@ -435,6 +459,14 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 func (e *entry[P, T]) waitOnline(op *fetchOp[T]) error {
 	c := e.q.c
 	if c.online.Load() {
+		if FetchStatus(e.snap.Load().fetchStatus) == FetchPaused {
+			// Started offline, online again before this goroutine ran.
+			e.mu.Lock()
+			if e.inflight == op && FetchStatus(e.snap.Load().fetchStatus) == FetchPaused {
+				e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(Fetching) }, keepFresh)
+			}
+			e.mu.Unlock()
+		}
 		return nil
 	}
 	e.mu.Lock()
@@ -699,7 +731,7 @@ func (e *entry[P, T]) hasEnabledObserverLocked() bool {
 	return false
 }
 
-func (e *entry[P, T]) invalidate(ctx context.Context, rt RefetchType) func(context.Context) error {
+func (e *entry[P, T]) invalidate(ctx context.Context, rt RefetchType, w want) func(context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.isGone() {
@@ -721,32 +753,42 @@ func (e *entry[P, T]) invalidate(ctx context.Context, rt RefetchType) func(conte
 	if !refetch {
 		return nil
 	}
-	return e.waitFunc(e.refetchLocked(ctx, wantPin))
+	return e.waitFunc(e.refetchLocked(ctx, w), w)
 }
 
-func (e *entry[P, T]) refetch(ctx context.Context) func(context.Context) error {
+func (e *entry[P, T]) refetch(ctx context.Context, w want) func(context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.isGone() {
 		return nil
 	}
-	return e.waitFunc(e.refetchLocked(ctx, wantPin))
+	return e.waitFunc(e.refetchLocked(ctx, w), w)
 }
 
 // waitFunc returns a wait for a detached op: the caller's context ends its
 // wait, never the fetch. The fetch's own error is not returned: it lands in
 // the entry's State.
-func (e *entry[P, T]) waitFunc(op *fetchOp[T]) func(context.Context) error {
+func (e *entry[P, T]) waitFunc(op *fetchOp[T], w want) func(context.Context) error {
 	return func(ctx context.Context) error {
 		select {
 		case <-op.done:
-			if errors.Is(op.err, ErrClosed) {
-				return ErrClosed
-			}
-			return nil
 		case <-ctx.Done():
-			return fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
+			select {
+			case <-op.done:
+			default:
+				if w == wantWait {
+					e.leave(op)
+				}
+				return fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
+			}
 		}
+		switch {
+		case errors.Is(op.err, ErrClosed):
+			return ErrClosed
+		case errors.Is(op.err, context.Canceled):
+			return op.err // cancelled: no data came, and State shows no error
+		}
+		return nil
 	}
 }
 
@@ -775,6 +817,10 @@ func (e *entry[P, T]) removeOrReset() bool {
 	if e.isGone() {
 		return false
 	}
+	// The fetch in flight, and the one waiting, are for data that is not
+	// wanted any more: cancelled, as TanStack's removeQueries does. Their
+	// waiters get an error wrapping context.Canceled.
+	e.cancelLocked(context.Canceled)
 	if len(e.observersLocked()) == 0 {
 		return e.removeLocked()
 	}

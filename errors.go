@@ -23,6 +23,11 @@ var ErrClosed = errors.New("qcache: client closed")
 // would reach another resource than the one the endpoint names.
 var ErrInvalidPathValue = endpoint.ErrInvalidPathValue
 
+// ErrNaNParams is returned, wrapped, for a parameter value that is not
+// equal to itself (a float field holding NaN): it cannot be a cache key, and
+// no fetch is made for it.
+var ErrNaNParams = errors.New("qcache: parameter value is not equal to itself (NaN)")
+
 // RequestError is returned, usually wrapped, when a request cannot be made
 // and so is never sent: a path value that is empty or a dot segment
 // (wrapping ErrInvalidPathValue), a request editor's error (wrapped as it

@@ -115,7 +115,7 @@ func (c *Client) invalidateLocal(ctx context.Context, f Filter) error {
 	rt := refetchFor(ctx, f.Refetch)
 	var waits []func(context.Context) error
 	for _, e := range c.matching(f) {
-		if w := e.invalidate(ctx, rt); w != nil {
+		if w := e.invalidate(ctx, rt, wantWait); w != nil {
 			waits = append(waits, w)
 		}
 	}
@@ -144,30 +144,26 @@ func (c *Client) Refetch(ctx context.Context, f Filter) error {
 	}
 	var waits []func(context.Context) error
 	for _, e := range c.matching(f) {
-		if w := e.refetch(ctx); w != nil {
+		if w := e.refetch(ctx, wantWait); w != nil {
 			waits = append(waits, w)
 		}
 	}
 	return waitAll(ctx, waits)
 }
 
+// waitAll calls every wait (once ctx has ended each returns at once, and
+// leaves its fetch) and returns the first error.
 func waitAll(ctx context.Context, waits []func(context.Context) error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("qcache: %w", context.Cause(ctx))
-	}
-	var errs []error
+	var first error
 	for _, w := range waits {
-		if err := w(ctx); err != nil {
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				return err
-			}
+		if err := w(ctx); err != nil && first == nil {
+			first = err
 		}
 	}
-	if len(errs) > 0 {
-		return errs[0]
+	if first == nil && ctx.Err() != nil {
+		first = fmt.Errorf("qcache: %w", context.Cause(ctx))
 	}
-	return nil
+	return first
 }
 
 // Cancel stops the fetches in flight of every entry f selects. Their entries
@@ -243,7 +239,7 @@ func (c *Client) invalidateRound(ctx context.Context, f Filter) {
 		}
 	}()
 	for _, e := range c.matching(f) {
-		e.invalidate(ctx, f.Refetch)
+		e.invalidate(ctx, f.Refetch, wantPin)
 	}
 }
 
@@ -259,7 +255,7 @@ func (q *Query[P, T]) Invalidate(ctx context.Context, p P) error {
 	if e == nil {
 		return nil
 	}
-	if w := e.invalidate(ctx, refetchFor(ctx, RefetchActive)); w != nil {
+	if w := e.invalidate(ctx, refetchFor(ctx, RefetchActive), wantWait); w != nil {
 		return w(ctx)
 	}
 	return waitAll(ctx, nil)
@@ -275,7 +271,7 @@ func (q *Query[P, T]) InvalidateAll(ctx context.Context) error {
 	var waits []func(context.Context) error
 	rt := refetchFor(ctx, RefetchActive)
 	q.eachEntry(func(e anyEntry) bool {
-		if w := e.invalidate(ctx, rt); w != nil {
+		if w := e.invalidate(ctx, rt, wantWait); w != nil {
 			waits = append(waits, w)
 		}
 		return true

@@ -322,7 +322,7 @@ func (m *Mutation[P, B, R]) invalidate(ctx context.Context) {
 				continue
 			}
 			seen[e] = true
-			if w := e.invalidate(ctx, f.Refetch); w != nil {
+			if w := e.invalidate(ctx, f.Refetch, wantWait); w != nil {
 				waits = append(waits, w)
 			}
 		}

@@ -193,6 +193,11 @@ func (q *Query[P, T]) lookup(p P) *entry[P, T] {
 // removed.
 func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 	c := q.c
+	if p != p {
+		// A NaN in P: no map finds it again, so every call would insert
+		// an entry that could never be deleted.
+		return nil, fmt.Errorf("qcache: %s: %w", q.name, ErrNaNParams)
+	}
 	for {
 		if c.closed.Load() {
 			return nil, ErrClosed
@@ -239,10 +244,10 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 // A Get of fresh data does not allocate and takes no lock.
 func (q *Query[P, T]) Get(ctx context.Context, p P) (T, error) {
 	if e := q.entries.readOnly().m[p]; e != nil {
-		if e.servable() && !q.c.closed.Load() {
+		if v, ok := e.hit(); ok && !q.c.closed.Load() {
 			q.hits.add()
 			e.touch()
-			return e.snap.Load().data, nil
+			return v, nil
 		}
 	}
 	return q.getSlow(ctx, p)

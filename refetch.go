@@ -47,7 +47,8 @@ const (
 	evTick                  // the interval timer fired
 	evFocus                 // the client regained focus
 	evReconnect             // the client came back online
-	evRemount               // Enabled turned on
+	evRemount               // the mount
+	evEnable                // Enabled turned on
 	evQuit                  // Close or Client.Close
 )
 
@@ -179,7 +180,7 @@ func (o *Observer[T]) SetOptions(opts ...UseOption) {
 	o.setConfig(cfg)
 	ev := uint32(evChange)
 	if !wasOn && cfg.enabled {
-		ev |= evRemount
+		ev |= evEnable
 	}
 	o.signal(ev)
 }
@@ -401,13 +402,24 @@ func (o *Observer[T]) handle(ev uint32) bool {
 	if ev&evRemount != 0 {
 		o.mountFetch()
 	}
+	if ev&evEnable != 0 {
+		// As TanStack's shouldFetchOptionally: an observer switched on
+		// fetches stale data, whatever RefetchOnMount says.
+		o.eventFetch(WhenStale)
+	}
 	return true
 }
 
+// mountFetch fetches per RefetchOnMount; an entry without data is loaded
+// whatever RefetchOnMount says (TanStack's shouldLoadOnMount): Never only
+// spares data that is there.
 func (o *Observer[T]) mountFetch() {
 	o.mu.Lock()
 	t := o.cfg.onMount
 	o.mu.Unlock()
+	if s, _ := o.e.observedState(); !s.HasData {
+		t = Always
+	}
 	o.eventFetch(t)
 }
 
@@ -425,13 +437,21 @@ func (o *Observer[T]) eventFetch(t Trigger) {
 // Changes.
 func (o *Observer[T]) cleanup() {
 	o.ended.Store(true)
-	o.e.detach(o) // first: no deliver re-arms the timer after this
+	// Stopped first, under stepMu: a tick that runs after this does
+	// nothing, so none can start a fetch between the detach below (which
+	// cancels what nobody wants any more) and the end.
 	o.stepMu.Lock()
 	o.stopped = true
 	if o.timer != nil {
 		o.timer.Stop()
 	}
 	o.stepMu.Unlock()
+	o.e.detach(o)
+	o.mu.Lock() // a deliver before the detach may have re-armed the timer
+	if o.timer != nil {
+		o.timer.Stop()
+	}
+	o.mu.Unlock()
 	o.c.removeObserver(o)
 	o.mu.Lock()
 	o.chClosed = true

@@ -740,7 +740,7 @@ func InvalidateHandler(c *Client, filter func(msg []byte) (Filter, error)) Messa
 			return ErrClosed
 		}
 		for _, e := range c.matching(f) {
-			e.invalidate(ctx, f.Refetch)
+			e.invalidate(ctx, f.Refetch, wantPin)
 		}
 		return nil
 	}
