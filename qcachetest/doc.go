@@ -10,24 +10,25 @@
 //	func TestPolling(t *testing.T) {
 //		synctest.Test(t, func(t *testing.T) {
 //			var api qcachetest.Upstream
-//			api.Script("GET /users/{id}", qcachetest.Reply{
-//				Body:    User{ID: "42", Name: "Ada"},
-//				Latency: 1500 * time.Millisecond, // virtual
-//			})
+//			api.Script("GET /users/{id}",
+//				qcachetest.Reply{Status: 503, Header: http.Header{"Retry-After": {"2"}}},
+//				qcachetest.Reply{Body: User{ID: "42", Name: "Ada"}, Latency: 500 * time.Millisecond},
+//			)
 //			client := qcache.NewClient(qcache.WithBaseURL("http://api.test"),
 //				qcache.WithHTTPClient(api.Client()))
 //			defer client.Close()
 //			users := qcache.NewQuery[string, User](client, qcache.Endpoint{URL: "/users/$id"})
 //
-//			obs := users.Use(t.Context(), "42", qcache.RefetchInterval(4*time.Second))
+//			obs := users.Use(t.Context(), "42", qcache.RefetchInterval(10*time.Second))
 //			defer obs.Close()
-//			time.Sleep(time.Minute)
-//			synctest.Wait()
+//			time.Sleep(time.Minute) // virtual: returns at once
+//			synctest.Wait()         // and nothing is left to happen now
 //
-//			// A fetch on mount, then one 4 s after each fetch settled:
-//			// at 0, 5.5, 11, …, 55 s.
-//			if n := api.Count("/users/42"); n != 11 {
-//				t.Errorf("%d fetches in one virtual minute, want 11", n)
+//			// A 503 at 0 s, retried 2 s later (Retry-After) and answered at
+//			// 2.5 s; then a fetch 10 s after each one settled: 12.5, 23,
+//			// 33.5, 44 and 54.5 s.
+//			if n := api.Count("/users/42"); n != 7 {
+//				t.Errorf("%d fetches in one virtual minute, want 7", n)
 //			}
 //		})
 //	}

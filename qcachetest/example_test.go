@@ -12,35 +12,40 @@ import (
 	"github.com/qcache-go/qcache"
 	"github.com/qcache-go/qcache/qcachetest"
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
-// TestExamplePollingInABubble is the example of testing polling in virtual
-// time. It is a test, not an Example function: synctest.Test needs the
-// test's *testing.T, which an Example does not have. The Example functions
-// below show the same kit on the real clock.
+// TestExamplePollingInABubble is the example of testing a query in
+// virtual time (the README and the package doc show it too). It is a test,
+// not an Example function: synctest.Test needs the test's *testing.T, which
+// an Example does not have. The Example functions below show the same kit
+// on the real clock.
 func TestExamplePollingInABubble(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var api qcachetest.Upstream
-		api.Script("GET /users/{id}", qcachetest.Reply{
-			Body:    User{ID: "42", Name: "Ada"},
-			Latency: 1500 * time.Millisecond, // virtual, like every sleep in the bubble
-		})
+		api.Script("GET /users/{id}",
+			qcachetest.Reply{Status: 503, Header: http.Header{"Retry-After": {"2"}}},
+			qcachetest.Reply{Body: User{ID: "42", Name: "Ada"}, Latency: 500 * time.Millisecond},
+		)
 		client := qcache.NewClient(qcache.WithBaseURL("http://api.test"),
 			qcache.WithHTTPClient(api.Client()))
 		defer client.Close()
 		users := qcache.NewQuery[string, User](client, qcache.Endpoint{URL: "/users/$id"})
 
-		obs := users.Use(t.Context(), "42", qcache.RefetchInterval(4*time.Second))
+		start := time.Now()
+		obs := users.Use(t.Context(), "42", qcache.RefetchInterval(10*time.Second))
 		defer obs.Close()
-		time.Sleep(time.Minute)
-		synctest.Wait() // every goroutine of the bubble is blocked: nothing is left to happen now
+		time.Sleep(time.Minute) // virtual: returns at once
+		synctest.Wait()         // and nothing is left to happen now
 
-		// A fetch on mount, then one 4 s after each fetch settled: a fetch
-		// starts every 5.5 s, at 0, 5.5, 11, …, 55 s.
-		reqs := api.Requests("/users/42")
-		require.Len(t, reqs, 11)
-		assert.Equal(t, 55*time.Second, reqs[10].Time.Sub(reqs[0].Time))
+		// A 503 at 0 s, retried 2 s later (Retry-After) and answered at
+		// 2.5 s; then a fetch 10 s after each one settled.
+		var at []time.Duration
+		for _, r := range api.Requests("/users/42") {
+			at = append(at, r.Time.Sub(start))
+		}
+		assert.Equal(t, []time.Duration{0, 2 * time.Second, 12500 * time.Millisecond,
+			23 * time.Second, 33500 * time.Millisecond, 44 * time.Second, 54500 * time.Millisecond}, at)
+		assert.Equal(t, 7, api.Count("/users/42"))
 		assert.Equal(t, "Ada", obs.State().Data.Name)
 	})
 }
