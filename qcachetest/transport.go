@@ -31,9 +31,10 @@ import (
 //
 // RoundTrip returns as soon as h has committed its answer (by writing its
 // first byte, calling Flush, or returning; WriteHeader alone does not, as
-// with net/http), or with the request context's error if that ends first. The body is streamed: what h writes can be read at once, with
-// or without a Flush, and a read waiting for more fails with the context's
-// error when the request context ends (an attempt's Timeout mid-body, say).
+// with net/http), or with the request context's error if that ends first.
+// The body is streamed: what h writes can be read at once, with or without
+// a Flush, and a read waiting for more fails with the context's error when
+// the request context ends (an attempt's Timeout mid-body, say).
 // Response.ContentLength is known when h set a Content-Length header or
 // returned without writing a body; a Content-Length longer than what h wrote
 // makes the last read fail with io.ErrUnexpectedEOF, as a cut connection
@@ -43,9 +44,9 @@ import (
 //
 // Transport does not modify the request and always closes its body. It does
 // not follow redirects (http.Client does), and does not support trailers,
-// Hijack or protocol upgrades. A handler that ignores its request's context
-// and never returns keeps its goroutine; every other goroutine Transport
-// starts ends when its handler returns.
+// Hijack or protocol upgrades. The one goroutine it starts per request ends
+// when the handler returns, so a handler that ignores its request's context
+// and never returns keeps it.
 func Transport(h http.Handler) http.RoundTripper { return transport{h} }
 
 type transport struct{ h http.Handler }
