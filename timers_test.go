@@ -13,14 +13,14 @@ import (
 var timerChannel = regexp.MustCompile(`\btime\.(NewTimer|NewTicker|After|Tick)\(`)
 
 // TestLibraryCodeWaitsWithoutTimerChannels keeps timer channels out of the
-// library (the root package, internal/ and redisbus/): under -race, a
+// library (the root package, internal/, qcachetest/ and redisbus/): under -race, a
 // testing/synctest bubble that receives from expired timer channels on two
 // goroutines at once crashes the test binary (golang/go#78156), so the
 // library waits through internal/wait, which is built on time.AfterFunc.
 // Tests and examples that run outside bubbles may use timer channels.
 func TestLibraryCodeWaitsWithoutTimerChannels(t *testing.T) {
 	var checked int
-	for _, root := range []string{".", "internal", "redisbus"} {
+	for _, root := range []string{".", "internal", "qcachetest", "redisbus"} {
 		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
