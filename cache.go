@@ -159,6 +159,7 @@ type fetchOp[T any] struct {
 	prevFail int             // FailureCount before the fetch, restored on cancel
 	failures int             // failed attempts, written by the fetch's goroutine before it settles
 	from     context.Context // whose values the fetch carries: the context of the call that started it
+	scope    *fetchScope     // of an HTTP query, or with a FetchEnd hook; written by the fetch's goroutine before it settles
 	// The last SetData while the fetch ran: what its waiters get, even when
 	// the entry is removed before the fetch settles.
 	setData    T
@@ -228,7 +229,7 @@ func (e *entry[P, T]) setDataLocked(v T) {
 	e.setDataSeq = e.seq
 	e.dataVer++
 	now := time.Now()
-	e.setLocked(func(s *snapshot[T]) { s.succeed(v, now, false) }, makeFresh)
+	e.setLocked(func(s *snapshot[T]) { s.succeed(v, nil, now, false) }, makeFresh)
 }
 
 // stateLocked returns the state with IsStale filled in.
@@ -392,10 +393,13 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 			}
 		})
 	}
-	var meter *fetchMeter
-	if hooks.FetchEnd != nil {
-		meter = &fetchMeter{}
-		ctx = context.WithValue(ctx, meterKey{}, meter)
+	if q.http || hooks.FetchEnd != nil {
+		sc := &fetchScope{}
+		if s := e.snap.Load(); q.http && s.hasData && s.meta != nil {
+			sc.prev, sc.prevData = s.meta, s.data
+		}
+		op.scope = sc
+		ctx = context.WithValue(ctx, scopeKey{}, sc)
 	}
 	var data T
 	var err error
@@ -447,7 +451,7 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	if h := hooks.FetchEnd; h != nil {
 		info.Attempt = attempts
 		r := FetchResult{FetchInfo: info, Outcome: outcome, Duration: time.Since(start),
-			StatusCode: meter.status, Bytes: meter.bytes}
+			StatusCode: op.scope.status, Bytes: op.scope.bytes}
 		if outcome == OutcomeError || outcome == OutcomeCancelled {
 			r.Err = err
 		}
@@ -549,8 +553,22 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 			s.invalidated = true
 		}, makeStale)
 	default:
+		sc := op.scope
+		if sc != nil && sc.notModified {
+			// 304: the data held is current; it is not decoded again.
+			data = e.snap.Load().data
+			e.q.count(nNotModified)
+		} else if sc == nil || !sc.same {
+			e.dataVer++ // the same T value again is no change of data
+		}
+		var meta *httpMeta
+		if sc != nil {
+			meta = sc.meta
+			if sc.notModified {
+				meta = e.snap.Load().meta
+			}
+		}
 		op.data = data
-		e.dataVer++
 		now := time.Now()
 		invalidated := e.invalidSeq > op.startSeq
 		fresh := makeFresh
@@ -559,7 +577,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		}
 		e.setLocked(func(s *snapshot[T]) {
 			s.fetchStatus = uint8(FetchIdle)
-			s.succeed(data, now, invalidated)
+			s.succeed(data, meta, now, invalidated)
 		}, fresh)
 	}
 	close(op.done)

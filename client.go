@@ -289,6 +289,7 @@ type Stats struct {
 	FetchCancelled uint64 `json:"fetch_cancelled"` // fetches cancelled by Cancel, Close or nobody waiting
 	OverBound      uint64 `json:"over_bound"`      // inserts that left more entries than WithMaxEntries, because nothing else could be evicted
 	StaleServed    uint64 `json:"stale_served"`    // Get answered with stale data (StaleWhileRevalidate); also counted in Hits
+	NotModified    uint64 `json:"not_modified"`    // 304 answers that kept the data without decoding it (also in FetchSuccesses)
 }
 
 // Stats returns the client's counters.
@@ -314,6 +315,7 @@ func (c *Client) Stats() Stats {
 		FetchCancelled: c.n[nFetchCancelled].Load(),
 		OverBound:      c.overBound.Load(),
 		StaleServed:    c.n[nStaleServed].Load(),
+		NotModified:    c.n[nNotModified].Load(),
 	}
 }
 

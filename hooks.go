@@ -135,18 +135,36 @@ func (c *Client) callHook(name string, f func()) {
 	f()
 }
 
-// fetchMeter carries what the HTTP layer learns of a fetch's last answer to
-// FetchEnd. It travels in the attempt's context; only the fetch's own
-// goroutine writes it.
-type fetchMeter struct {
-	status int
-	bytes  int64
+// fetchScope is what one fetch and the HTTP layer tell each other, through
+// the attempt's context: what the entry holds, for a conditional request,
+// and what the last answer was, for the entry and for FetchEnd. Only the
+// fetch's own goroutine touches it.
+type fetchScope struct {
+	// Of the data the entry held when the fetch started; prev is nil when
+	// it has none that came from this server.
+	prev     *httpMeta
+	prevData any // a T
+
+	// Of the last answer.
+	status      int
+	bytes       int64
+	meta        *httpMeta // of the answer that brought data
+	notModified bool      // 304: the entry's data is current
+	same        bool      // a body byte-identical to prev's: prevData returned, not decoded
 }
 
-type meterKey struct{}
+// httpMeta is what an HTTP answer says of its data: its validators, and a
+// hash of its body. An entry keeps it beside its data; it is never changed
+// once made.
+type httpMeta struct {
+	etag, lastModified string
+	hash               uint64
+}
 
-// meterFrom returns the fetch's meter, or nil outside a fetch with hooks.
-func meterFrom(ctx context.Context) *fetchMeter {
-	m, _ := ctx.Value(meterKey{}).(*fetchMeter)
-	return m
+type scopeKey struct{}
+
+// scopeFrom returns the fetch's scope, or nil.
+func scopeFrom(ctx context.Context) *fetchScope {
+	sc, _ := ctx.Value(scopeKey{}).(*fetchScope)
+	return sc
 }

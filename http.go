@@ -166,8 +166,17 @@ func safeURL(u *url.URL) string {
 // into a T, which it validates. Non-2xx answers become *HTTPError, bodies
 // that do not decode or validate *DecodeError; bodies over the client's limit
 // are refused without being read whole.
-func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header http.Header, body []byte, hasBody bool) (T, error) {
+//
+// sc, a query fetch's scope (nil for mutations), makes the request
+// conditional: with the validators of the data the entry holds, a 304 keeps
+// that data (sc.notModified), and a body byte-identical to the one that
+// brought it returns the same T without decoding (sc.same). sc also takes
+// the answer's status, size and validators.
+func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header http.Header, body []byte, hasBody bool, sc *fetchScope) (T, error) {
 	var zero T
+	if sc != nil {
+		sc.status, sc.bytes, sc.meta, sc.notModified, sc.same = 0, 0, nil, false, false
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return zero, &RequestError{Err: fmt.Errorf("qcache: bad request URL: %w", err)}
@@ -187,6 +196,14 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 		req.Header[k] = append([]string(nil), vs...)
 	}
 	req.Header.Set("Accept", "application/json")
+	if sc != nil && sc.prev != nil {
+		if v := sc.prev.etag; v != "" {
+			req.Header.Set("If-None-Match", v)
+		}
+		if v := sc.prev.lastModified; v != "" {
+			req.Header.Set("If-Modified-Since", v)
+		}
+	}
 	if hasBody {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -210,14 +227,18 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 		io.CopyN(io.Discard, resp.Body, maxErrorBody)
 		resp.Body.Close()
 	}()
-	if m := meterFrom(ctx); m != nil { // for the FetchEnd hook
-		m.status = resp.StatusCode
+	if sc != nil { // for the entry and the FetchEnd hook
+		sc.status = resp.StatusCode
 		cr := &countingReader{r: resp.Body}
 		resp.Body = struct {
 			io.Reader
 			io.Closer
 		}{cr, resp.Body}
-		defer func() { m.bytes = cr.n }()
+		defer func() { sc.bytes = cr.n }()
+		if resp.StatusCode == http.StatusNotModified && sc.prev != nil {
+			sc.notModified = true
+			return zero, nil
+		}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
@@ -233,8 +254,28 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 	// attempt's Timeout) is a transport error, retried; only bytes that
 	// arrived and do not parse are a *DecodeError.
 	lr := &countingReader{r: resp.Body}
+	src := io.LimitReader(lr, limit+1)
+	if sc != nil {
+		// A query's body is read whole first: its hash says whether it
+		// is the body that brought the data the entry holds.
+		b, _ := io.ReadAll(src)
+		if lr.n > limit {
+			return zero, &bodyTooLargeError{URL: where, Limit: limit}
+		}
+		if lr.err != nil {
+			return zero, bodyReadError(ctx, method, where, lr.err)
+		}
+		sc.meta = &httpMeta{etag: resp.Header.Get("ETag"), lastModified: resp.Header.Get("Last-Modified"), hash: hash64(b)}
+		if sc.prev != nil && sc.prev.hash == sc.meta.hash {
+			if v, ok := sc.prevData.(T); ok {
+				sc.same = true
+				return v, nil
+			}
+		}
+		src = bytes.NewReader(b)
+	}
 	var v T
-	dec := json.NewDecoder(io.LimitReader(lr, limit+1))
+	dec := json.NewDecoder(src)
 	err = dec.Decode(&v)
 	if lr.n > limit {
 		return zero, &bodyTooLargeError{URL: where, Limit: limit}
@@ -261,6 +302,17 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 		return zero, &DecodeError{URL: where, Err: fmt.Errorf("validate: %w", err)}
 	}
 	return v, nil
+}
+
+// hash64 is FNV-1a over b: the entries' body hashes, compared only with
+// each other.
+func hash64(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
 }
 
 // validate calls Validate on v or *v when the type has it.

@@ -258,7 +258,7 @@ func (m *Mutation[P, B, R]) send(ctx context.Context, u string, payload []byte) 
 				return zero, fmt.Errorf("qcache: %s: waiting to be online: %w", m.name, context.Cause(rctx))
 			}
 		}
-		r, err := doJSON[R](rctx, c, m.ep.method, u, m.ep.header, payload, true)
+		r, err := doJSON[R](rctx, c, m.ep.method, u, m.ep.header, payload, true, nil)
 		if err == nil {
 			return r, nil
 		}

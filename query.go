@@ -36,6 +36,7 @@ type Query[P comparable, T any] struct {
 	n          counters
 	nEntries   atomic.Int64
 	nObservers atomic.Int64
+	http       bool // NewQuery: fetches make conditional requests
 }
 
 func (q *Query[P, T]) stats() QueryStats { return q.Stats() }
@@ -80,13 +81,14 @@ func NewQuery[P comparable, T any](c *Client, ep Endpoint, opts ...QueryOption) 
 		_, _, key, err := b.Bind(p)
 		return joinKey(prefix, key), err
 	}
+	q.http = true
 	q.fetchFn = func(ctx context.Context, p P) (T, error) {
 		path, query, _, err := b.Bind(p)
 		if err != nil {
 			var zero T
 			return zero, &RequestError{err}
 		}
-		return doJSON[T](ctx, c, he.method, he.url(path, query), he.header, nil, false)
+		return doJSON[T](ctx, c, he.method, he.url(path, query), he.header, nil, false, scopeFrom(ctx))
 	}
 	c.addQuery(q)
 	return q

@@ -82,6 +82,7 @@ type snapshot[T any] struct {
 	data          T
 	dataUpdatedAt time.Time
 	failed        *failure // nil until a fetch of the entry first failed
+	meta          *httpMeta // validators and body hash of data from an HTTP answer; nil otherwise
 	failureCount  int32
 	status        uint8 // a Status
 	fetchStatus   uint8 // a FetchStatus
@@ -112,9 +113,10 @@ func (n *snapshot[T]) state() State[T] {
 	return s
 }
 
-// succeed records data that landed at now, from a fetch or SetData.
-func (n *snapshot[T]) succeed(data T, now time.Time, invalidated bool) {
-	n.data, n.hasData = data, true
+// succeed records data that landed at now, from a fetch or SetData, with
+// the HTTP answer's meta (nil for any other source).
+func (n *snapshot[T]) succeed(data T, meta *httpMeta, now time.Time, invalidated bool) {
+	n.data, n.hasData, n.meta = data, true, meta
 	n.dataUpdatedAt = now
 	n.status = uint8(StatusSuccess)
 	if n.failed != nil && n.failed.err != nil {

@@ -17,6 +17,7 @@ const (
 	nRetries
 	nDedup
 	nEvictions
+	nNotModified
 	nCounters
 )
 
@@ -46,6 +47,7 @@ type QueryStats struct {
 	Retries        uint64 `json:"retries"`         // attempts retried
 	Deduplicated   uint64 `json:"deduplicated"`    // callers that joined a fetch in flight
 	Evictions      uint64 `json:"evictions"`       // entries evicted by WithMaxEntries
+	NotModified    uint64 `json:"not_modified"`    // 304 answers that kept the data without decoding it (also in FetchSuccesses)
 }
 
 // Stats returns the query's counters.
@@ -63,6 +65,7 @@ func (q *Query[P, T]) Stats() QueryStats {
 		Retries:        q.n[nRetries].Load(),
 		Deduplicated:   q.n[nDedup].Load(),
 		Evictions:      q.n[nEvictions].Load(),
+		NotModified:    q.n[nNotModified].Load(),
 	}
 	// Fetches last: a fetch that settled after its count was read must not
 	// make InFlight negative.
