@@ -81,7 +81,7 @@ func (s State[T]) IsRefetching() bool { return s.FetchStatus == Fetching && s.St
 type snapshot[T any] struct {
 	data          T
 	dataUpdatedAt time.Time
-	failed        *failure // nil until a fetch of the entry first failed
+	failed        *failure  // nil until a fetch of the entry first failed
 	meta          *httpMeta // validators and body hash of data from an HTTP answer; nil otherwise
 	failureCount  int32
 	status        uint8 // a Status
