@@ -10,6 +10,7 @@ import (
 
 	"github.com/qcache-go/qcache/internal/backoff"
 	"github.com/qcache-go/qcache/internal/wait"
+	"golang.org/x/sync/semaphore"
 )
 
 // anyEntry is what the client and filters know of an entry, whatever its
@@ -408,8 +409,13 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 		if err = e.waitOnline(op); err != nil {
 			break
 		}
+		var release func()
+		if release, err = e.acquireSlot(op); err != nil {
+			break
+		}
 		attempts++
 		data, err = q.attempt(ctx, e.p)
+		release()
 		if err == nil {
 			break
 		}
@@ -457,6 +463,50 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 		}
 		c.callHook("FetchEnd", func() { h(ctx, r) })
 	}
+}
+
+// acquireSlot takes a slot of the query's and the client's bounds on
+// fetches in flight, waiting in FetchQueued, first come first served, while
+// there is none; it returns the function that gives them back. It fails
+// with the fetch's cancellation.
+func (e *entry[P, T]) acquireSlot(op *fetchOp[T]) (release func(), err error) {
+	q := e.q
+	var held []*semaphore.Weighted
+	release = func() {
+		for _, s := range held {
+			s.Release(1)
+		}
+	}
+	queued := false
+	for _, s := range [...]*semaphore.Weighted{q.sem, q.c.sem} {
+		if s == nil {
+			continue
+		}
+		if !s.TryAcquire(1) {
+			if !queued {
+				queued = true
+				e.setFetchStatus(op, FetchQueued)
+			}
+			if err := s.Acquire(op.ctx, 1); err != nil {
+				release()
+				return nil, context.Cause(op.ctx)
+			}
+		}
+		held = append(held, s)
+	}
+	if queued {
+		e.setFetchStatus(op, Fetching)
+	}
+	return release, nil
+}
+
+// setFetchStatus publishes st while op is the fetch in flight.
+func (e *entry[P, T]) setFetchStatus(op *fetchOp[T], st FetchStatus) {
+	e.mu.Lock()
+	if e.inflight == op && FetchStatus(e.snap.Load().fetchStatus) != st {
+		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(st) }, keepFresh)
+	}
+	e.mu.Unlock()
 }
 
 // waitOnline blocks, in FetchPaused, while the client is offline.

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // Client holds the cache: every Query made from it, their entries, observers
@@ -39,7 +41,8 @@ type Client struct {
 	n         counters // the sums of the queries' counters; hits are summed when read
 	overBound atomic.Uint64
 
-	bus *busLink // WithBus; nil without
+	bus *busLink            // WithBus; nil without
+	sem *semaphore.Weighted // WithMaxConcurrentFetches; nil without
 
 	// stateHook, when set (by tests), sees every state an entry publishes,
 	// under the entry's lock.
@@ -72,6 +75,9 @@ func NewClient(opts ...ClientOption) *Client {
 	close(c.onlineCh)
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.gc.epoch = time.Now()
+	if cfg.maxFetches > 0 {
+		c.sem = semaphore.NewWeighted(int64(cfg.maxFetches))
+	}
 	c.focused.Store(true)
 	c.online.Store(true)
 	c.startBus()

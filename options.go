@@ -29,6 +29,7 @@ type clientConfig struct {
 	logger           *slog.Logger
 	bus              *busConfig // WithBus
 	hooks            Hooks      // WithHooks
+	maxFetches       int        // WithMaxConcurrentFetches
 }
 
 const defaultMaxResponseBytes = 10 << 20
@@ -88,6 +89,18 @@ func WithQueryDefaults(opts ...QueryOption) ClientOption {
 	return func(c *clientConfig) { c.queryDefaults = append(c.queryDefaults, opts...) }
 }
 
+// WithMaxConcurrentFetches bounds the attempts of fetches that run at once
+// in the client to n: an upstream with a rate limit, or 10,000 observers
+// polling in phase, never see more than n requests in flight. A fetch
+// waiting for a slot shows FetchQueued; waiters are served first come,
+// first served (golang.org/x/sync/semaphore), and a fetch cancelled while
+// queued leaves the queue. A slot is held for one attempt, not across a
+// retry's wait. It panics if n is not positive.
+func WithMaxConcurrentFetches(n int) ClientOption {
+	mustBePositive("WithMaxConcurrentFetches", n)
+	return func(c *clientConfig) { c.maxFetches = n }
+}
+
 // WithMaxEntries bounds the number of cached entries across all queries.
 // Past it, entries without observers are evicted, least recently used first;
 // observed entries and entries with a fetch in flight are never evicted, so
@@ -143,6 +156,9 @@ type queryConfig struct {
 	staleIfError  time.Duration                          // StaleIfError
 	errorTTL      time.Duration                          // CacheErrors
 	cacheErr      func(error) bool                       // CacheErrors
+	maxFetches    int                                    // MaxConcurrentFetches
+	batchWindow   time.Duration                          // BatchWindow
+	maxBatch      int                                    // MaxBatch
 }
 
 // defaultTimeout bounds each attempt of a fetch unless Timeout says otherwise.
@@ -190,6 +206,20 @@ func Retry(n int) QueryOption {
 // MaxRetryDelay.
 func RetryDelay(f func(failureCount int, err error) time.Duration) QueryOption {
 	return func(c *queryConfig) { c.retryDelay = f }
+}
+
+// MaxConcurrentFetches bounds the attempts of the query's fetches that run
+// at once to n, as WithMaxConcurrentFetches does for the whole client (both
+// apply when both are set). It panics if n is not positive.
+func MaxConcurrentFetches(n int) QueryOption {
+	mustBePositive("MaxConcurrentFetches", n)
+	return func(c *queryConfig) { c.maxFetches = n }
+}
+
+func mustBePositive(name string, n int) {
+	if n <= 0 {
+		panic(fmt.Sprintf("qcache: %s(%d): not positive", name, n))
+	}
 }
 
 // RetryIf decides, after each failed attempt, whether to retry: failureCount

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/qcache-go/qcache/internal/endpoint"
+	"golang.org/x/sync/semaphore"
 )
 
 // Endpoint describes an HTTP request that a Query sends.
@@ -36,7 +37,8 @@ type Query[P comparable, T any] struct {
 	n          counters
 	nEntries   atomic.Int64
 	nObservers atomic.Int64
-	http       bool // NewQuery: fetches make conditional requests
+	http       bool                // NewQuery: fetches make conditional requests
+	sem        *semaphore.Weighted // MaxConcurrentFetches; nil without
 }
 
 func (q *Query[P, T]) stats() QueryStats { return q.Stats() }
@@ -54,6 +56,9 @@ func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *
 	}
 	if q.cfg.name != "" {
 		q.name = q.cfg.name
+	}
+	if q.cfg.maxFetches > 0 {
+		q.sem = semaphore.NewWeighted(int64(q.cfg.maxFetches))
 	}
 	return q
 }

@@ -31,9 +31,10 @@ const (
 	FetchIdle   FetchStatus = iota // no fetch running
 	Fetching                       // a fetch is running
 	FetchPaused                    // a fetch is wanted but the client is offline
+	FetchQueued                    // a fetch waits for a slot of WithMaxConcurrentFetches or MaxConcurrentFetches
 )
 
-// String returns "idle", "fetching" or "paused".
+// String returns "idle", "fetching", "paused" or "queued".
 func (s FetchStatus) String() string {
 	switch s {
 	case FetchIdle:
@@ -42,6 +43,8 @@ func (s FetchStatus) String() string {
 		return "fetching"
 	case FetchPaused:
 		return "paused"
+	case FetchQueued:
+		return "queued"
 	}
 	return "FetchStatus(?)"
 }
