@@ -231,7 +231,6 @@ func ExampleNewQueryBatch() {
 	// user 2 <nil>
 }
 
-
 // BenchmarkBatchStorm: 512 goroutines ask 512 distinct missing keys of a
 // NewQueryBatch query at once; it reports the upstream calls per storm.
 func BenchmarkBatchStorm(b *testing.B) {
