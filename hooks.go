@@ -2,6 +2,7 @@ package qcache
 
 import (
 	"context"
+	"reflect"
 	"time"
 )
 
@@ -167,4 +168,129 @@ type scopeKey struct{}
 func scopeFrom(ctx context.Context) *fetchScope {
 	sc, _ := ctx.Value(scopeKey{}).(*fetchScope)
 	return sc
+}
+
+// JoinHooks returns Hooks that call, for each event, the hooks of hs that
+// are set, in the order given: so that several adapters (qcacheprom,
+// qcacheotel, a logger of one's own) share one client. The FetchStart
+// hooks are chained: each gets the context the one before it returned, and
+// FetchEnd and Retry get the last one's. A field that no hook of hs sets
+// stays nil, and costs nothing. JoinHooks does not recover panics itself:
+// the client recovers a panic of a joined hook, and the hooks after it are
+// not called for that event.
+func JoinHooks(hs ...Hooks) Hooks {
+	var j Hooks
+	j.FetchStart = join(hs, func(h Hooks) func(context.Context, FetchInfo) context.Context { return h.FetchStart },
+		func(fs []func(context.Context, FetchInfo) context.Context) func(context.Context, FetchInfo) context.Context {
+			return func(ctx context.Context, f FetchInfo) context.Context {
+				for _, h := range fs {
+					if x := h(ctx, f); x != nil {
+						ctx = x
+					}
+				}
+				return ctx
+			}
+		})
+	j.FetchEnd = join(hs, func(h Hooks) func(context.Context, FetchResult) { return h.FetchEnd },
+		func(fs []func(context.Context, FetchResult)) func(context.Context, FetchResult) {
+			return func(ctx context.Context, r FetchResult) {
+				for _, h := range fs {
+					h(ctx, r)
+				}
+			}
+		})
+	j.Retry = join(hs, func(h Hooks) func(context.Context, FetchInfo, error, time.Duration) { return h.Retry },
+		func(fs []func(context.Context, FetchInfo, error, time.Duration)) func(context.Context, FetchInfo, error, time.Duration) {
+			return func(ctx context.Context, f FetchInfo, err error, d time.Duration) {
+				for _, h := range fs {
+					h(ctx, f, err, d)
+				}
+			}
+		})
+	j.Evicted = join(hs, func(h Hooks) func(EvictInfo) { return h.Evicted },
+		func(fs []func(EvictInfo)) func(EvictInfo) {
+			return func(e EvictInfo) {
+				for _, h := range fs {
+					h(e)
+				}
+			}
+		})
+	observer := func(fs []func(string, Key)) func(string, Key) {
+		return func(query string, k Key) {
+			for _, h := range fs {
+				h(query, k)
+			}
+		}
+	}
+	j.ObserverAdded = join(hs, func(h Hooks) func(string, Key) { return h.ObserverAdded }, observer)
+	j.ObserverRemoved = join(hs, func(h Hooks) func(string, Key) { return h.ObserverRemoved }, observer)
+	j.WSConnected = join(hs, func(h Hooks) func(string) { return h.WSConnected },
+		func(fs []func(string)) func(string) {
+			return func(url string) {
+				for _, h := range fs {
+					h(url)
+				}
+			}
+		})
+	j.WSDropped = join(hs, func(h Hooks) func(string, error) { return h.WSDropped },
+		func(fs []func(string, error)) func(string, error) {
+			return func(url string, err error) {
+				for _, h := range fs {
+					h(url, err)
+				}
+			}
+		})
+	j.WSMessage = join(hs, func(h Hooks) func(string, int, error) { return h.WSMessage },
+		func(fs []func(string, int, error)) func(string, int, error) {
+			return func(url string, size int, err error) {
+				for _, h := range fs {
+					h(url, size, err)
+				}
+			}
+		})
+	kind := func(fs []func(EventKind)) func(EventKind) {
+		return func(k EventKind) {
+			for _, h := range fs {
+				h(k)
+			}
+		}
+	}
+	j.BusPublished = join(hs, func(h Hooks) func(EventKind) { return h.BusPublished }, kind)
+	j.BusReceived = join(hs, func(h Hooks) func(EventKind) { return h.BusReceived }, kind)
+	j.BusDropped = join(hs, func(h Hooks) func(EventKind, string) { return h.BusDropped },
+		func(fs []func(EventKind, string)) func(EventKind, string) {
+			return func(k EventKind, reason string) {
+				for _, h := range fs {
+					h(k, reason)
+				}
+			}
+		})
+	j.BusResync = join(hs, func(h Hooks) func() { return h.BusResync },
+		func(fs []func()) func() {
+			return func() {
+				for _, h := range fs {
+					h()
+				}
+			}
+		})
+	return j
+}
+
+// join picks field out of each of hs: nil when none is set, the one that is
+// when only one is, else all of them called in turn by many.
+func join[F any](hs []Hooks, field func(Hooks) F, many func([]F) F) F {
+	var fs []F
+	for _, h := range hs {
+		if f := field(h); !reflect.ValueOf(f).IsNil() {
+			fs = append(fs, f)
+		}
+	}
+	switch len(fs) {
+	case 0:
+		var zero F
+		return zero
+	case 1:
+		return fs[0]
+	}
+	return many(fs)
 }

@@ -1,0 +1,75 @@
+package qcacheprom_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/qcache-go/qcache"
+	"github.com/qcache-go/qcache/qcacheprom"
+)
+
+// benchHooks returns no hooks, or the hooks of a registered Collector.
+func benchHooks(b *testing.B, prom bool) qcache.Hooks {
+	if !prom {
+		return qcache.Hooks{}
+	}
+	m := qcacheprom.New()
+	prometheus.NewRegistry().MustRegister(m)
+	return m.Hooks()
+}
+
+// BenchmarkGetHit is the hit path with and without the hooks installed: it
+// calls no hook, so it must not change (0 allocs/op).
+func BenchmarkGetHit(b *testing.B) {
+	for _, name := range []string{"no_hooks", "prom"} {
+		b.Run(name, func(b *testing.B) {
+			c := qcache.NewClient(qcache.WithHooks(benchHooks(b, name == "prom")))
+			defer c.Close()
+			q := qcache.NewQueryFunc(c, qcache.Key{"users"}, func(ctx context.Context, id int) (int, error) {
+				return id, nil
+			}, qcache.StaleTime(qcache.Forever))
+			ctx := context.Background()
+			if _, err := q.Get(ctx, 42); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := q.Get(ctx, 42); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkFetch is one fetch (of a function that answers at once) per op,
+// its FetchEnd hooks included: the cost of the Collector per fetch is the
+// difference between the two.
+func BenchmarkFetch(b *testing.B) {
+	for _, name := range []string{"no_hooks", "prom"} {
+		b.Run(name, func(b *testing.B) {
+			ended := make(chan struct{}, 1)
+			c := qcache.NewClient(qcache.WithHooks(qcache.JoinHooks(
+				benchHooks(b, name == "prom"),
+				qcache.Hooks{FetchEnd: func(context.Context, qcache.FetchResult) { ended <- struct{}{} }},
+			)))
+			defer c.Close()
+			q := qcache.NewQueryFunc(c, qcache.Key{"users"}, func(ctx context.Context, id int) (int, error) {
+				return id, nil
+			})
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := q.Fetch(ctx, 42); err != nil {
+					b.Fatal(err)
+				}
+				<-ended
+			}
+		})
+	}
+}
