@@ -1,6 +1,6 @@
 module github.com/qcache-go/qcache/redisbus
 
-go 1.25
+go 1.25.0
 
 replace github.com/qcache-go/qcache => ../
 
@@ -16,5 +16,6 @@ require (
 	github.com/coder/websocket v1.8.15 // indirect
 	go.uber.org/atomic v1.11.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	golang.org/x/sync v0.22.0 // indirect
 	golang.org/x/sys v0.30.0 // indirect
 )
