@@ -15,8 +15,8 @@ import (
 )
 
 // TestStressRealClock: 8 goroutines mix every public operation on 3,000
-// keys of two queries for a bounded time on the real clock, with
-// GCTime(1ms) on one, a bound of 500 entries, and an upstream that fails, panics, stalls and ignores
+// keys of three queries (one of them a NewQueryBatch) for a bounded time on
+// the real clock, with WithMaxConcurrentFetches(16), GCTime(1ms) on two, a bound of 500 entries, and an upstream that fails, panics, stalls and ignores
 // cancellation. Nothing may panic or hang, every value served must be one
 // the key could hold, Stats must add up after Close, and goleak (TestMain)
 // checks that nothing is left running. QCACHE_STRESS sets the duration
@@ -37,7 +37,7 @@ func TestStressRealClock(t *testing.T) {
 		workers = 8
 		keys    = 3000
 	)
-	c := NewClient(WithMaxEntries(500))
+	c := NewClient(WithMaxEntries(500), WithMaxConcurrentFetches(16))
 	var calls atomic.Int64
 	upstream := func(ctx context.Context, k int) (string, error) {
 		n := calls.Add(1)
@@ -63,6 +63,20 @@ func TestStressRealClock(t *testing.T) {
 	qs := []*Query[int, string]{
 		NewQueryFunc(c, Key{"s"}, upstream, append(retry, GCTime(time.Millisecond), StaleTime(2*time.Millisecond))...),
 		NewQueryFunc(c, Key{"t"}, upstream, append(retry, StaleTime(5*time.Millisecond))...),
+		NewQueryBatch(c, Key{"b"}, func(ctx context.Context, ks []int) (map[int]string, error) {
+			out := make(map[int]string, len(ks))
+			for i, k := range ks {
+				if i%10 == 9 {
+					continue // left out: ErrNotInBatch
+				}
+				v, err := upstream(ctx, k)
+				if err != nil {
+					return nil, err
+				}
+				out[k] = v
+			}
+			return out, nil
+		}, append(retry, GCTime(time.Millisecond))...),
 	}
 
 	var bad atomic.Int64
@@ -90,7 +104,7 @@ func TestStressRealClock(t *testing.T) {
 				ops[w].Add(1)
 				k := rng.IntN(keys)
 				q := qs[rng.IntN(len(qs))]
-				switch rng.IntN(14) {
+				switch rng.IntN(16) {
 				case 0, 1, 2:
 					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rng.IntN(20))*time.Millisecond)
 					if v, err := q.Get(ctx, k); err == nil {
@@ -136,6 +150,16 @@ func TestStressRealClock(t *testing.T) {
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 					c.Refetch(ctx, Filter{Predicate: func(key Key) bool { return key[1] == strconv.Itoa(k) }})
 					cancel()
+				case 14:
+					ks := []int{k, (k + 1) % keys, (k + 7) % keys}
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+					got, _ := q.GetMany(ctx, ks)
+					cancel()
+					for p, v := range got {
+						check("GetMany", p, v)
+					}
+				case 15:
+					c.SetOnline(rng.IntN(4) != 0) // mostly online
 				case 13:
 					if err := checkGCQueue(&c.gc, nil); err != nil {
 						bad.Add(1)
@@ -147,6 +171,7 @@ func TestStressRealClock(t *testing.T) {
 		})
 	}
 	noHang(t, "the stress workers", wg.Wait)
+	c.SetOnline(true)
 	noHang(t, "Client.Close", func() { c.Close() })
 
 	st := c.Stats()
