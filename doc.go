@@ -22,6 +22,22 @@
 //		fmt.Println(s.Data.Name, s.IsRefetching())
 //	}
 //
+// # Map of the package
+//
+// What flows where: an endpoint becomes a Query; each parameter value gets
+// an entry; an entry runs at most one fetch; its states go to observers
+// and hooks.
+//
+//	query.go     Query, NewQuery, NewQueryFunc: Get, Fetch, SetData … (endpoint → Query)
+//	batch.go     GetMany, NewQueryBatch: many keys at once
+//	entrymap.go  a query's entries, looked up without a lock (Query → entry)
+//	cache.go     the entry: its state, its one fetch, retries, gc (entry → fetch)
+//	http.go      the HTTP fetch: URL, headers, redirects, conditional requests, decoding
+//	refetch.go   Observer: polling, focus, reconnect, Changes (entry → observers)
+//	invalidate.go, mutation.go, ws.go, bus.go   what changes entries from outside
+//	hooks.go, stats.go   Hooks, Stats, QueryStats (entry → metrics, traces, logs)
+//	client.go, gc.go, options.go, state.go, errors.go   the client, gc queue, options, State, errors
+//
 // # Concepts
 //
 // Entries. A Query[P, T] holds one entry per parameter value P. P binds the
