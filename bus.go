@@ -217,7 +217,7 @@ func (c *Client) startBus() {
 }
 
 func (l *busLink) report(err error) {
-	l.c.cfg.logger.Warn("qcache: bus", "origin", l.cfg.origin, "err", err)
+	l.c.cfg.logger.WarnContext(l.c.ctx, "qcache: bus", "origin", l.cfg.origin, "err", err)
 	if l.cfg.onError != nil {
 		l.cfg.onError(err)
 	}
@@ -386,7 +386,7 @@ func (s *busSubscriber) Subscribed() {
 		return
 	}
 	l.resyncs.Add(1)
-	l.c.cfg.logger.Info("qcache: bus resubscribed; invalidating every entry", "origin", l.cfg.origin)
+	l.c.cfg.logger.InfoContext(l.c.ctx, "qcache: bus resubscribed; invalidating every entry", "origin", l.cfg.origin)
 	if h := l.c.cfg.hooks.BusResync; h != nil {
 		l.c.callHook("BusResync", h)
 	}

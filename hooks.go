@@ -130,7 +130,7 @@ func WithHooks(h Hooks) ClientOption { return func(c *clientConfig) { c.hooks = 
 func (c *Client) callHook(name string, f func()) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.cfg.logger.Error("qcache: hook panicked", "hook", name, "panic", r)
+			c.cfg.logger.ErrorContext(c.ctx, "qcache: hook panicked", "hook", name, "panic", r)
 		}
 	}()
 	f()

@@ -235,7 +235,7 @@ func (c *Client) InvalidateEvery(ctx context.Context, every time.Duration, f Fil
 func (c *Client) invalidateRound(ctx context.Context, f Filter) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.cfg.logger.Error("qcache: InvalidateEvery: filter predicate panicked", "panic", r)
+			c.cfg.logger.ErrorContext(ctx, "qcache: InvalidateEvery: filter predicate panicked", "panic", r)
 		}
 	}()
 	for _, e := range c.matching(f) {

@@ -277,7 +277,7 @@ func (m *Mutation[P, B, R]) send(ctx context.Context, u string, payload []byte) 
 			return zero, err // the server asks for a longer wait than the cap
 		}
 		c.n[nRetries].Add(1)
-		c.cfg.logger.Debug("qcache: retrying mutation", "mutation", m.name, "attempt", failures+1, "delay", delay, "err", err)
+		c.cfg.logger.DebugContext(rctx, "qcache: retrying mutation", "mutation", m.name, "attempt", failures+1, "delay", delay, "err", err)
 		if !wait.Sleep(rctx, delay) {
 			if closed() {
 				return zero, ErrClosed

@@ -355,7 +355,7 @@ func (q *Query[P, T]) Fetch(ctx context.Context, p P) (T, error) {
 func (q *Query[P, T]) Prefetch(p P) {
 	e, err := q.lockedEntry(p)
 	if err != nil {
-		q.c.cfg.logger.Debug("qcache: prefetch", "query", q.name, "err", err)
+		q.c.cfg.logger.DebugContext(q.c.ctx, "qcache: prefetch", "query", q.name, "err", err)
 		return
 	}
 	if !e.freshLocked() {
@@ -392,7 +392,7 @@ func (q *Query[P, T]) State(p P) State[T] {
 func (q *Query[P, T]) SetData(p P, v T) {
 	e, err := q.lockedEntry(p)
 	if err != nil {
-		q.c.cfg.logger.Debug("qcache: SetData", "query", q.name, "err", err)
+		q.c.cfg.logger.DebugContext(q.c.ctx, "qcache: SetData", "query", q.name, "err", err)
 		return
 	}
 	e.setDataLocked(v)

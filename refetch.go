@@ -363,7 +363,7 @@ func later(a, b time.Time) time.Time {
 func (o *Observer[T]) askInterval(f func(State[T]) time.Duration, s State[T]) (d time.Duration) {
 	defer func() {
 		if r := recover(); r != nil {
-			o.c.cfg.logger.Error("qcache: RefetchIntervalFunc panicked; polling stops", "panic", r)
+			o.c.cfg.logger.ErrorContext(o.ctx, "qcache: RefetchIntervalFunc panicked; polling stops", "panic", r)
 			d = 0
 		}
 	}()

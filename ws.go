@@ -681,7 +681,7 @@ func (s *WSStream) report(err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			s.c.cfg.logger.Error("qcache: websocket OnError panicked", "url", s.url, "panic", r)
+			s.c.cfg.logger.ErrorContext(s.ctx, "qcache: websocket OnError panicked", "url", s.url, "panic", r)
 		}
 	}()
 	f(err)
