@@ -451,3 +451,34 @@ func TestUseSelectWithSetParams(t *testing.T) {
 		assert.False(t, states[2].IsPlaceholder)
 	})
 }
+
+// TestTypedIntervalFuncSeesTheEntryState: Query.RefetchIntervalFunc polls
+// a selecting observer by the entry's own data.
+func TestTypedIntervalFuncSeesTheEntryState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := NewClient()
+		defer c.Close()
+		var calls atomic.Int32
+		q := NewQueryFunc(c, Key{"jobs"}, func(ctx context.Context, id string) (job, error) {
+			n := int(calls.Add(1))
+			if n < 4 {
+				return job{ID: id, Status: "running", Progress: n}, nil
+			}
+			return job{ID: id, Status: "done", Progress: n}, nil
+		})
+		var asked atomic.Int32 // the Progress of the last state the function saw
+		o := UseSelect(q, context.Background(), "j", func(j job) bool { return j.Status == "done" },
+			q.RefetchIntervalFunc(func(s State[job]) time.Duration {
+				asked.Store(int32(s.Data.Progress))
+				if s.Data.Status == "done" {
+					return 0
+				}
+				return time.Second
+			}))
+		defer o.Close()
+		time.Sleep(time.Minute)
+		assert.Equal(t, int32(4), calls.Load(), "mount, then polls until the entry's status is done")
+		assert.True(t, o.State().Data)
+		assert.Equal(t, int32(4), asked.Load(), "the entry's data, not the selected bool")
+	})
+}
