@@ -136,6 +136,7 @@ type queryConfig struct {
 	keyPrefix     []string
 	swr           bool
 	local         bool // Local
+	clone         any  // Clone: func(T) T
 }
 
 // defaultTimeout bounds each attempt of a fetch unless Timeout says otherwise.

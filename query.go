@@ -28,6 +28,7 @@ type Query[P comparable, T any] struct {
 	keyFn   func(p P) (Key, error)
 	static  Key // the segments every key of the query starts with
 	entries entryMap[P, T]
+	clone   func(T) T // Clone; nil: values are shared with the cache
 }
 
 func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *Query[P, T] {
@@ -41,6 +42,7 @@ func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *
 	for _, o := range opts {
 		o(&q.cfg)
 	}
+	q.clone = cloneFor[T](name, q.cfg.clone)
 	return q
 }
 
@@ -226,10 +228,10 @@ func (q *Query[P, T]) Get(ctx context.Context, p P) (T, error) {
 		if e.servable() && !q.c.closed.Load() {
 			q.c.hits.add()
 			e.touch()
-			return e.snap.Load().data, nil
+			return q.out(e.snap.Load().data), nil
 		}
 	}
-	return q.getSlow(ctx, p)
+	return q.outErr(q.getSlow(ctx, p))
 }
 
 func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
@@ -280,7 +282,7 @@ func (q *Query[P, T]) Fetch(ctx context.Context, p P) (T, error) {
 	}
 	op := e.refetchLocked(wantWait)
 	e.mu.Unlock()
-	return e.wait(ctx, op)
+	return q.outErr(e.wait(ctx, op))
 }
 
 // Prefetch starts a fetch for p when its data is missing or stale (or joins
@@ -301,7 +303,10 @@ func (q *Query[P, T]) Prefetch(p P) {
 func (q *Query[P, T]) Peek(p P) (T, bool) {
 	if e := q.lookup(p); e != nil {
 		s := e.snap.Load()
-		return s.data, s.hasData
+		if s.hasData {
+			return q.out(s.data), true
+		}
+		return s.data, false
 	}
 	var zero T
 	return zero, false
@@ -313,7 +318,11 @@ func (q *Query[P, T]) State(p P) State[T] {
 	if e := q.lookup(p); e != nil {
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		return e.stateLocked()
+		s := e.stateLocked()
+		if s.HasData {
+			s.Data = q.out(s.Data)
+		}
+		return s
 	}
 	return State[T]{IsStale: true}
 }
@@ -345,6 +354,9 @@ func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
 		cur := e.snap.Load()
 		old, ok, ver := cur.data, cur.hasData, e.dataVer
 		e.mu.Unlock()
+		if ok {
+			old = q.out(old)
+		}
 		v := f(old, ok)
 		e.mu.Lock()
 		if !e.isGone() && e.dataVer == ver {

@@ -91,7 +91,7 @@ type obsSource[T any] interface {
 // type than T (the method Query.RefetchIntervalFunc is checked by the
 // compiler instead), and when Equal was given one of another type.
 func (q *Query[P, T]) Use(ctx context.Context, p P, opts ...UseOption) *Observer[T] {
-	return use(q, ctx, p, identity[T], nil, AnyChange, opts)
+	return use(q, ctx, p, identity[T], q.clone, AnyChange, opts)
 }
 
 func identity[T any](v T) T { return v }
