@@ -140,3 +140,24 @@ func (q *Query[P, T]) outErr(v T, err error) (T, error) {
 	}
 	return v, err
 }
+
+// infoOf returns the summary of an entry for a Filter.
+func infoOf(e anyEntry) EntryInfo {
+	return e.(interface{ info() EntryInfo }).info()
+}
+
+func (e *entry[P, T]) info() EntryInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.snap.Load()
+	return EntryInfo{
+		Key:           e.key,
+		Status:        Status(s.status),
+		FetchStatus:   FetchStatus(s.fetchStatus),
+		HasData:       s.hasData,
+		IsStale:       !e.freshLocked(),
+		IsInvalidated: s.invalidated,
+		DataUpdatedAt: s.dataUpdatedAt,
+		Observers:     len(e.observersLocked()),
+	}
+}
