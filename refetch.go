@@ -21,15 +21,16 @@ type Observer[T any] struct {
 
 	// mu guards cfg, interval, notify, eq, ch sends and chClosed, and the
 	// view its source keeps (the selected value, the placeholder).
-	mu       sync.Mutex
-	cfg      useConfig
-	interval func() time.Duration // asks the RefetchIntervalFunc with the entry's state
-	eq       func(a, b T) bool    // equality of data for DataChanged; nil: every new value is a change
-	out      func(T) T            // the query's Clone, for Use's observers; nil: none
-	ch       chan State[T]
-	chClosed bool
-	notify   Notify // what wakes Changes: NotifyOn's, or defaults
-	defaults Notify // AnyChange for Use, DataChanged for UseSelect
+	mu          sync.Mutex
+	cfg         useConfig
+	interval    func() time.Duration // asks the RefetchIntervalFunc with the entry's state
+	eq          func(a, b T) bool    // equality of data for DataChanged; nil: every new value is a change
+	out         func(T) T            // the query's Clone, for Use's observers; nil: none
+	ch          chan State[T]
+	chClosed    bool
+	notify      Notify // what wakes Changes: NotifyOn's, or defaults
+	defaults    Notify // AnyChange for Use, DataChanged for UseSelect
+	placeholder bool   // the source shows SetParams's placeholder
 
 	// The goroutine sleeps on wake; what woke it is in events. One channel
 	// and a timer without one keep an idle observer small.
@@ -68,6 +69,9 @@ type obsSource[T any] interface {
 	lastChange() time.Time
 	// stale reports whether the entry's data is stale now.
 	stale() bool
+	// deliverSlow is deliver of the link, for the entry's *State[T] when
+	// the observer is the entry's watcher (Use, where T is the query's).
+	deliverSlow(s any, changed bool)
 	// intervalFunc returns a function that asks f, a RefetchIntervalFunc
 	// for the query's data type, with the entry's state; it panics when f
 	// is of another type.
@@ -115,7 +119,11 @@ func use[P comparable, T, D any](q *Query[P, T], ctx context.Context, p P, sel f
 		defaults: defaults,
 		out:      out,
 	}
-	l := &link[P, T, D]{q: q, o: o, p: p, sel: sel}
+	l := &link[P, T, D]{q: q, o: o, p: p, sel: sel, plain: defaults == AnyChange} // Use: AnyChange and the identity
+	l.w = l
+	if l.plain {
+		l.w = any(o).(watcher[T]) // the entry calls o: Observer.deliver
+	}
 	o.src = l
 	o.setConfig(cfg)
 	e, err := q.lockedEntry(p)
@@ -253,18 +261,23 @@ func (o *Observer[T]) signal(ev uint32) {
 // tells the polling. It never blocks, and reports whether the interval
 // function must be asked again. Its source calls it under the entry's lock
 // and mu; gen is the generation of s's data and last the mark of the state
-// before (see notifyMark), which it updates; changed says
+// before (see notifyMark), which it updates (nil when AnyChange holds);
+// changed says
 // that s follows a state change, from which the interval counts.
-func (o *Observer[T]) deliverLocked(s State[T], gen uint64, last *notifyMark, changed, first bool) (reask bool) {
-	m := markOf(s, gen)
-	send := first || last.differs(m, o.notify)
-	*last = m
+func (o *Observer[T]) deliverLocked(s *State[T], gen uint64, last *notifyMark, changed, first bool) (reask bool) {
+	send := first || o.notify&AnyChange != 0
+	if last != nil { // nil: AnyChange, and the mark is not kept
+		m := markOf(s, gen)
+		send = send || last.differs(m, o.notify)
+		*last = m
+	}
 	if send && !o.chClosed {
 		select {
 		case <-o.ch:
 		default:
 		}
-		o.ch <- o.outLocked(s)
+		o.outLocked(s)
+		o.ch <- *s
 	}
 	reask = o.interval != nil
 	if changed && !reask && o.timer != nil && o.cfg.enabled && o.cfg.interval > 0 {
@@ -275,12 +288,38 @@ func (o *Observer[T]) deliverLocked(s State[T], gen uint64, last *notifyMark, ch
 	return reask
 }
 
-// outLocked returns s with its data cloned when the query has a Clone.
-func (o *Observer[T]) outLocked(s State[T]) State[T] {
+// deliver is the entry's call of a Use observer after a change of its
+// state (changed) or when its data turned stale: an observer woken by every
+// change, without a placeholder or a Clone, delivers the state as it is,
+// with no view to build and nothing to compare (its selection and mark are
+// brought up to date when it is next viewed or NotifyOn changes: at most
+// one extra delivery then). The others go through their link. The entry
+// holds its lock.
+func (o *Observer[T]) deliver(s State[T], changed bool) {
+	o.mu.Lock()
+	if o.notify&AnyChange == 0 || o.placeholder || o.out != nil {
+		o.mu.Unlock()
+		o.deliverSlow(s, changed)
+		return
+	}
+	reask := o.deliverLocked(&s, 0, nil, changed, false)
+	o.mu.Unlock()
+	if reask {
+		o.signal(evChange) // the interval function is asked again
+	}
+}
+
+// deliverSlow hands s to the link. A function of its own, so that s
+// escapes to the heap here only, not on the fast path of deliver.
+//
+//go:noinline
+func (o *Observer[T]) deliverSlow(s State[T], changed bool) { o.src.deliverSlow(&s, changed) }
+
+// outLocked replaces s's data with a copy when the query has a Clone.
+func (o *Observer[T]) outLocked(s *State[T]) {
 	if o.out != nil && s.HasData {
 		s.Data = o.out(s.Data)
 	}
-	return s
 }
 
 // poller is the interval state of an observer's steps.

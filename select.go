@@ -143,10 +143,12 @@ type watcher[T any] interface {
 // Locks are taken in the order entry, Observer.mu; moveMu before both.
 // Never two entries' at once.
 type link[P comparable, T, D any] struct {
-	q   *Query[P, T]
-	o   *Observer[D]
-	sel func(T) D
-	e   atomic.Pointer[entry[P, T]] // the entry observed; stored under moveMu and its lock
+	q     *Query[P, T]
+	o     *Observer[D]
+	sel   func(T) D
+	plain bool                        // sel is Use's identity
+	w     watcher[T]                  // what the entry calls: o itself when plain (D is T), else the link
+	e     atomic.Pointer[entry[P, T]] // the entry observed; stored under moveMu and its lock
 
 	moveMu sync.Mutex // serializes move and detach
 	p      P          // guarded by moveMu
@@ -177,11 +179,16 @@ func (l *link[P, T, D]) lockEntry() *entry[P, T] {
 
 func (l *link[P, T, D]) enabled() bool { return l.o.enabled() }
 
-func (l *link[P, T, D]) deliver(s State[T], changed bool) {
+func (l *link[P, T, D]) deliver(s State[T], changed bool) { l.deliverView(&s, changed) }
+
+// deliverView delivers the observer's view of s, the state of its entry,
+// which is locked.
+func (l *link[P, T, D]) deliverView(s *State[T], changed bool) {
 	o := l.o
 	o.mu.Lock()
-	v := l.viewLocked(l.e.Load(), s)
-	reask := o.deliverLocked(v, l.gen, &l.last, changed, false)
+	var v State[D]
+	l.viewLocked(l.e.Load(), s, &v)
+	reask := o.deliverLocked(&v, l.gen, &l.last, changed, false)
 	o.mu.Unlock()
 	if reask {
 		o.signal(evChange) // the interval function is asked again
@@ -192,12 +199,14 @@ func (l *link[P, T, D]) deliver(s State[T], changed bool) {
 // delivers the observer's state there (always when first).
 func (l *link[P, T, D]) attachLocked(e *entry[P, T], first bool) {
 	lv := e.lv()
-	lv.observers = append(lv.observers, l)
+	lv.observers = append(lv.observers, l.w)
 	e.stopGCLocked()
 	o := l.o
 	o.mu.Lock()
-	v := l.viewLocked(e, e.stateLocked())
-	reask := o.deliverLocked(v, l.gen, &l.last, false, first)
+	s := e.stateLocked()
+	var v State[D]
+	l.viewLocked(e, &s, &v)
+	reask := o.deliverLocked(&v, l.gen, &l.last, false, first)
 	o.mu.Unlock()
 	if reask {
 		o.signal(evChange)
@@ -208,7 +217,7 @@ func (l *link[P, T, D]) attachLocked(e *entry[P, T], first bool) {
 // leaving cancels the fetch nobody waits for and starts the gc clock.
 func (l *link[P, T, D]) leaveLocked(e *entry[P, T]) {
 	lv := e.lv()
-	if i := slices.Index(lv.observers, watcher[T](l)); i >= 0 {
+	if i := slices.Index(lv.observers, l.w); i >= 0 {
 		lv.observers = slices.Delete(lv.observers, i, i+1)
 	}
 	if len(lv.observers) == 0 {
@@ -253,11 +262,12 @@ func (l *link[P, T, D]) move(pa any) error {
 	old := l.lockEntry()
 	o := l.o
 	o.mu.Lock()
-	if v := l.viewLocked(old, old.stateLocked()); v.HasData {
-		ph := v.Data
-		l.ph = &ph
+	s := old.stateLocked()
+	var v State[D]
+	if l.viewLocked(old, &s, &v); v.HasData {
+		l.ph, o.placeholder = &v.Data, true
 	} else {
-		l.ph = nil
+		l.ph, o.placeholder = nil, false
 	}
 	l.verOK = false
 	o.mu.Unlock()
@@ -288,7 +298,11 @@ func (l *link[P, T, D]) view() State[D] {
 	o := l.o
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.outLocked(l.viewLocked(e, e.stateLocked()))
+	s := e.stateLocked()
+	var v State[D]
+	l.viewLocked(e, &s, &v)
+	o.outLocked(&v)
+	return v
 }
 
 func (l *link[P, T, D]) lastChange() time.Time {
@@ -302,6 +316,8 @@ func (l *link[P, T, D]) stale() bool {
 	defer e.mu.Unlock()
 	return !e.freshLocked()
 }
+
+func (l *link[P, T, D]) deliverSlow(s any, changed bool) { l.deliverView(s.(*State[T]), changed) }
 
 func (l *link[P, T, D]) intervalFunc(f any) func() time.Duration {
 	fn, ok := f.(func(State[T]) time.Duration)
@@ -341,15 +357,15 @@ func (l *link[P, T, D]) explicitFetch(ctx context.Context) error {
 	return err
 }
 
-// viewLocked returns the observer's state for s, the state of e: s with
+// viewLocked sets v to the observer's state for s, the state of e: s with
 // the selected data, or the placeholder while e has none. sel runs when e
 // has data that it has not seen. e and o.mu are locked.
-func (l *link[P, T, D]) viewLocked(e *entry[P, T], s State[T]) State[D] {
+func (l *link[P, T, D]) viewLocked(e *entry[P, T], s *State[T], v *State[D]) {
 	if s.HasData && (!l.verOK || l.ver != e.dataVer) {
 		l.ver, l.verOK = e.dataVer, true
 		l.selectLocked(e, s.Data)
 	}
-	v := State[D]{
+	*v = State[D]{
 		Err:            s.Err,
 		Status:         s.Status,
 		FetchStatus:    s.FetchStatus,
@@ -361,7 +377,7 @@ func (l *link[P, T, D]) viewLocked(e *entry[P, T], s State[T]) State[D] {
 	}
 	switch {
 	case s.HasData:
-		l.ph = nil
+		l.ph, l.o.placeholder = nil, false
 		v.Data, v.HasData = l.cur, l.hasCur
 		if f := l.selFail; f != nil {
 			v.Status, v.Err, v.ErrorUpdatedAt = StatusError, f.err, f.at
@@ -369,13 +385,18 @@ func (l *link[P, T, D]) viewLocked(e *entry[P, T], s State[T]) State[D] {
 	case l.ph != nil && s.Status == StatusPending:
 		v.Data, v.HasData, v.Status, v.IsPlaceholder = *l.ph, true, StatusSuccess, true
 	}
-	return v
 }
 
 // selectLocked runs sel on new data: a result equal to the held one keeps
 // it (and its generation); a panic is kept as the view's error.
 func (l *link[P, T, D]) selectLocked(e *entry[P, T], data T) {
-	v, err := callSelect(l.sel, data)
+	var v D
+	var err error
+	if l.plain {
+		v = l.sel(data) // Use's identity: no panic to recover
+	} else {
+		v, err = callSelect(l.sel, data)
+	}
 	if err != nil {
 		l.selFail = &failure{err: fmt.Errorf("qcache: %s: %w", e.keyText(), err), at: time.Now()}
 		l.gen++ // a failed selection is a change of the data, and so is the recovery
@@ -449,7 +470,7 @@ type notifyMark struct {
 	placeholder bool
 }
 
-func markOf[T any](s State[T], gen uint64) notifyMark {
+func markOf[T any](s *State[T], gen uint64) notifyMark {
 	return notifyMark{gen: gen, err: s.Err, status: uint8(s.Status), fetch: uint8(s.FetchStatus), hasData: s.HasData, placeholder: s.IsPlaceholder}
 }
 

@@ -482,3 +482,35 @@ func TestTypedIntervalFuncSeesTheEntryState(t *testing.T) {
 		assert.Equal(t, int32(4), asked.Load(), "the entry's data, not the selected bool")
 	})
 }
+
+// TestNotifyOnChangesLive: SetOptions switches what wakes an observer.
+func TestNotifyOnChangesLive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := NewClient()
+		defer c.Close()
+		q := NewQueryFunc(c, Key{"n"}, func(ctx context.Context, p int) (int, error) { return p, nil }, StaleTime(Forever))
+		q.SetData(1, 1)
+		o := q.Use(context.Background(), 1)
+		defer o.Close()
+		got := collectStates(o)
+		synctest.Wait()
+		q.SetData(1, 1)
+		require.Len(t, got.received(), 2, "AnyChange: the same data is a change")
+
+		o.SetOptions(NotifyOn(DataChanged))
+		for range 3 {
+			q.SetData(1, 1)
+			synctest.Wait()
+		}
+		assert.LessOrEqual(t, len(got.received()), 3, "at most one extra delivery right after the switch")
+		n := len(got.received())
+		q.SetData(1, 1)
+		assert.Len(t, got.received(), n, "then none for the same data")
+		q.SetData(1, 2)
+		assert.Len(t, got.received(), n+1)
+
+		o.SetOptions(NotifyOn()) // back to Use's default
+		q.SetData(1, 2)
+		assert.Len(t, got.received(), n+2)
+	})
+}
