@@ -69,9 +69,9 @@ type obsSource[T any] interface {
 	lastChange() time.Time
 	// stale reports whether the entry's data is stale now.
 	stale() bool
-	// deliverSlow is deliver of the link, for the entry's *State[T] when
-	// the observer is the entry's watcher (Use, where T is the query's).
-	deliverSlow(s any, changed bool)
+	// deliverSlow is deliver of the link, for the entry's state when the
+	// observer is the entry's watcher (Use, where T is the query's).
+	deliverSlow(s State[T], changed bool)
 	// intervalFunc returns a function that asks f, a RefetchIntervalFunc
 	// for the query's data type, with the entry's state; it panics when f
 	// is of another type.
@@ -299,7 +299,7 @@ func (o *Observer[T]) deliver(s State[T], changed bool) {
 	o.mu.Lock()
 	if o.notify&AnyChange == 0 || o.placeholder || o.out != nil {
 		o.mu.Unlock()
-		o.deliverSlow(s, changed)
+		o.src.deliverSlow(s, changed)
 		return
 	}
 	reask := o.deliverLocked(&s, 0, nil, changed, false)
@@ -308,12 +308,6 @@ func (o *Observer[T]) deliver(s State[T], changed bool) {
 		o.signal(evChange) // the interval function is asked again
 	}
 }
-
-// deliverSlow hands s to the link. A function of its own, so that s
-// escapes to the heap here only, not on the fast path of deliver.
-//
-//go:noinline
-func (o *Observer[T]) deliverSlow(s State[T], changed bool) { o.src.deliverSlow(&s, changed) }
 
 // outLocked replaces s's data with a copy when the query has a Clone.
 func (o *Observer[T]) outLocked(s *State[T]) {

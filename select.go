@@ -317,7 +317,9 @@ func (l *link[P, T, D]) stale() bool {
 	return !e.freshLocked()
 }
 
-func (l *link[P, T, D]) deliverSlow(s any, changed bool) { l.deliverView(s.(*State[T]), changed) }
+func (l *link[P, T, D]) deliverSlow(s State[D], changed bool) {
+	l.deliverView(any(&s).(*State[T]), changed) // D is T: Use's link
+}
 
 func (l *link[P, T, D]) intervalFunc(f any) func() time.Duration {
 	fn, ok := f.(func(State[T]) time.Duration)
