@@ -3,6 +3,8 @@ package qcache_test
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -150,4 +152,46 @@ func ExampleQuery_RefetchIntervalFunc() {
 	fmt.Println("fetches:", calls.Load())
 	// Output:
 	// fetches: 3
+}
+
+// A push that renames an item patches every cached list that holds it
+// (setQueriesData); All lists what is cached.
+func ExampleQuery_UpdateWhere() {
+	client := qcache.NewClient()
+	defer client.Close()
+	type Item struct {
+		ID   int
+		Name string
+	}
+	listPage := qcache.NewQueryFunc(client, qcache.Key{"items"}, func(ctx context.Context, page int) ([]Item, error) {
+		return nil, nil
+	}, qcache.StaleTime(time.Minute))
+	listPage.SetData(1, []Item{{1, "one"}, {7, "seven"}})
+	listPage.SetData(2, []Item{{2, "two"}})
+	listPage.SetData(3, []Item{{7, "seven"}, {3, "three"}})
+
+	// The push: item 7 is now "SEVEN".
+	holds7 := func(_ int, s qcache.State[[]Item]) bool {
+		return slices.ContainsFunc(s.Data, func(it Item) bool { return it.ID == 7 })
+	}
+	n := listPage.UpdateWhere(holds7, func(old []Item) []Item {
+		items := slices.Clone(old) // old is shared with the cache: change a copy
+		for i := range items {
+			if items[i].ID == 7 {
+				items[i].Name = "SEVEN"
+			}
+		}
+		return items
+	})
+	fmt.Println("lists patched:", n)
+
+	pages := maps.Collect(listPage.All())
+	for _, page := range slices.Sorted(maps.Keys(pages)) {
+		fmt.Println(page, pages[page].Data)
+	}
+	// Output:
+	// lists patched: 2
+	// 1 [{1 one} {7 SEVEN}]
+	// 2 [{2 two}]
+	// 3 [{7 SEVEN} {3 three}]
 }
