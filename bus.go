@@ -69,12 +69,14 @@ func (k *EventKind) UnmarshalText(b []byte) error {
 // what it applies when another client's event arrives. Its JSON form is the
 // wire format of bus implementations that carry bytes (redisbus does).
 //
-// A Filter's Predicate cannot travel: an invalidation or removal made with
-// one is published with its Key and Exact only, so that receivers select at
-// least the entries the sender did (an invalidation invalidates more, which
-// costs refetches but never serves stale data; a removal with a Predicate is
-// published as an invalidation, so that entries the Predicate spared are not
-// dropped elsewhere).
+// A Filter's Predicate cannot travel, nor can its conditions on the state
+// (Stale, FetchStatus, Where), which another replica's entries do not
+// share: an invalidation or removal made with one is published with its
+// Key and Exact only, so that receivers select at least the entries the
+// sender did (an invalidation invalidates more, which costs refetches but
+// never serves stale data; a removal with a Predicate or a state condition
+// is published as an invalidation, so that entries the filter spared are
+// not dropped elsewhere).
 type Event struct {
 	Origin  string          `json:"origin"`            // the publishing client (BusOrigin); receivers ignore their own
 	Kind    EventKind       `json:"kind"`              // what happened
@@ -457,10 +459,10 @@ func (c *Client) publishes(k EventKind) bool {
 }
 
 // publishFilter publishes an invalidation or removal made through
-// Client.Invalidate or Client.Remove. A Predicate does not travel (see
-// Event).
+// Client.Invalidate or Client.Remove. A Predicate and the conditions on
+// the state do not travel (see Event).
 func (c *Client) publishFilter(k EventKind, f Filter) {
-	if f.Predicate != nil && k == EventRemove {
+	if (f.Predicate != nil || f.onState()) && k == EventRemove {
 		k, f.Refetch = EventInvalidate, RefetchActive
 	}
 	if !c.publishes(k) {

@@ -115,7 +115,7 @@ func (e *entry[P, T]) setFresh(fresh bool) {
 // explicit refetch waiting, or data that turns stale on a timer. Most cached
 // entries never do, and keep the pointer nil.
 type entryLive[T any] struct {
-	observers  []*Observer[T]
+	observers  []watcher[T]
 	followUp   *fetchOp[T] // explicit refetches asked while inflight runs
 	lastChange time.Time   // kept once live: what observers count intervals from
 	staleTimer *time.Timer
@@ -130,7 +130,7 @@ func (e *entry[P, T]) lv() *entryLive[T] {
 	return e.live
 }
 
-func (e *entry[P, T]) observersLocked() []*Observer[T] {
+func (e *entry[P, T]) observersLocked() []watcher[T] {
 	if e.live == nil {
 		return nil
 	}

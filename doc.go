@@ -74,6 +74,13 @@
 // is stale, polls (RefetchInterval, or RefetchIntervalFunc computed from the
 // state), refetches when the client regains focus or comes back online, and
 // delivers the newest state on Changes. SetOptions changes all of it live.
+// UseSelect observes one value derived from the data, and NotifyOn chooses
+// what wakes Changes (data, status, fetch status, error, or any change);
+// SetParams moves an observer to another key, showing the previous data as
+// a placeholder until the new key has its own. Query.All lists a query's
+// entries and Query.UpdateWhere patches those a predicate selects. Values
+// handed out are shared with the cache: modify copies, or give the query a
+// Clone.
 //
 // Invalidation. Client.Invalidate marks entries stale and refetches the
 // observed ones; InvalidateEvery does it on a ticker. Mutations invalidate

@@ -218,7 +218,7 @@ func ExampleQuery_Use_refetchWhileStale() {
 	const staleTime = 30 * time.Millisecond
 	getUser := qcache.NewQueryFunc(client, qcache.Key{"users"}, src.fetch, qcache.StaleTime(staleTime))
 
-	obs := getUser.Use(context.Background(), "42", qcache.RefetchIntervalFunc(func(s qcache.State[User]) time.Duration {
+	obs := getUser.Use(context.Background(), "42", getUser.RefetchIntervalFunc(func(s qcache.State[User]) time.Duration {
 		if time.Since(s.DataUpdatedAt) >= staleTime {
 			return 10 * time.Millisecond
 		}

@@ -45,15 +45,54 @@ const (
 )
 
 // Filter selects entries across every query of a client. The zero Filter
-// matches every entry.
+// matches every entry. Key, Exact and Predicate look at the key; Stale,
+// FetchStatus and Where at the entry's state as it is when the filter is
+// applied (TanStack's query filters).
 type Filter struct {
 	Key       Key            // prefix to match, segment by segment; nil matches every entry
 	Exact     bool           // match Key exactly instead of as a prefix
 	Predicate func(Key) bool // optional extra condition
 	Refetch   RefetchType    // what Invalidate refetches
+
+	// Stale: Only stale entries, Not stale ones (fresh), or Either.
+	Stale Cond
+	// FetchStatus, when not empty, selects entries whose fetch status is
+	// one of these.
+	FetchStatus []FetchStatus
+	// Where is an optional extra condition on the entry's key and state
+	// summary; Predicate, which sees the key only, stays for the key alone.
+	Where func(EntryInfo) bool
 }
 
-// Match reports whether the filter selects key.
+// Cond is a condition on a yes-or-no property of an entry, such as
+// Filter.Stale.
+type Cond int8
+
+const (
+	Either Cond = iota // whatever the property (the zero value)
+	Only               // only entries that have the property
+	Not                // only entries that do not have it
+)
+
+// holds reports whether c accepts an entry for which the property is v.
+func (c Cond) holds(v bool) bool { return c == Either || (c == Only) == v }
+
+// EntryInfo summarizes one entry for Filter.Where and Filter.MatchEntry.
+// Key is the entry's own: it must not be modified.
+type EntryInfo struct {
+	Key           Key
+	Status        Status
+	FetchStatus   FetchStatus
+	HasData       bool
+	IsStale       bool
+	IsInvalidated bool
+	DataUpdatedAt time.Time
+	Observers     int // observers of the entry (enabled or not)
+}
+
+// Match reports whether the filter selects key by Key, Exact and
+// Predicate, the conditions on the key alone; MatchEntry checks the
+// others too.
 func (f Filter) Match(key Key) bool {
 	if f.Exact {
 		if !slices.Equal(key, f.Key) {
@@ -63,6 +102,23 @@ func (f Filter) Match(key Key) bool {
 		return false
 	}
 	return f.Predicate == nil || f.Predicate(key)
+}
+
+// MatchEntry reports whether the filter selects the entry that info
+// describes: Match of its key, then Stale, FetchStatus and Where.
+func (f Filter) MatchEntry(info EntryInfo) bool {
+	return f.Match(info.Key) && f.matchState(info)
+}
+
+// onState reports whether f has conditions on the entry's state.
+func (f Filter) onState() bool {
+	return f.Stale != Either || len(f.FetchStatus) > 0 || f.Where != nil
+}
+
+func (f Filter) matchState(info EntryInfo) bool {
+	return f.Stale.holds(info.IsStale) &&
+		(len(f.FetchStatus) == 0 || slices.Contains(f.FetchStatus, info.FetchStatus)) &&
+		(f.Where == nil || f.Where(info))
 }
 
 // mayMatch reports whether f can select a key that starts with static,
@@ -83,7 +139,7 @@ func (c *Client) matching(f Filter) []anyEntry {
 			continue
 		}
 		q.eachEntry(func(e anyEntry) bool {
-			if f.Match(e.entryKey()) {
+			if f.Match(e.entryKey()) && (!f.onState() || f.matchState(infoOf(e))) {
 				out = append(out, e)
 			}
 			return true

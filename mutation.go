@@ -352,7 +352,11 @@ func OptimisticUpdate[P comparable, T any](q *Query[P, T], p P, f func(old T, ok
 		cur := e.snap.Load()
 		old, had, ver := cur.data, cur.hasData, e.dataVer
 		e.mu.Unlock()
-		v := f(old, had)
+		in := old // old stays the cache's, for the rollback
+		if had {
+			in = q.out(old)
+		}
+		v := f(in, had)
 		e.mu.Lock()
 		if e.isGone() || e.dataVer != ver {
 			e.mu.Unlock()

@@ -159,6 +159,7 @@ type queryConfig struct {
 	maxFetches    int                                    // MaxConcurrentFetches
 	batchWindow   time.Duration                          // BatchWindow
 	maxBatch      int                                    // MaxBatch
+	clone         any                                    // Clone: func(T) T
 }
 
 // defaultTimeout bounds each attempt of a fetch unless Timeout says otherwise.
@@ -336,11 +337,14 @@ func (t Trigger) String() string {
 type useConfig struct {
 	interval     time.Duration
 	intervalFunc any // func(State[T]) time.Duration
-	background   bool
-	onFocus      Trigger
-	onReconnect  Trigger
-	onMount      Trigger
-	enabled      bool
+	equal        any // func(a, b T) bool
+	// The small fields together, so that an idle observer's config stays
+	// small: Triggers as int8.
+	onFocus, onReconnect, onMount int8
+	background                    bool
+	enabled                       bool
+	deepEqual                     bool
+	notify                        Notify // NotifyOn; 0: the observer's default
 }
 
 func defaultUseConfig() useConfig { return useConfig{enabled: true} }
@@ -355,9 +359,11 @@ func RefetchInterval(d time.Duration) UseOption {
 // RefetchIntervalFunc polls with an interval computed from the state. f is
 // asked again after every state change and when the data turns stale;
 // returning 0 (or less) stops polling until a later answer says otherwise.
-// It replaces a RefetchInterval. T must be the query's data type, or Use
-// panics. A panic in f stops polling and is logged; it does not end the
-// process.
+// It replaces a RefetchInterval. T must be the query's data type (also for
+// UseSelect: f sees the entry's state, not the selected one), or Use
+// panics; the method Query.RefetchIntervalFunc takes the same function
+// checked by the compiler. A panic in f stops polling and is logged; it
+// does not end the process.
 func RefetchIntervalFunc[T any](f func(State[T]) time.Duration) UseOption {
 	return func(c *useConfig) {
 		c.interval, c.intervalFunc = 0, f
@@ -365,6 +371,20 @@ func RefetchIntervalFunc[T any](f func(State[T]) time.Duration) UseOption {
 			c.intervalFunc = nil
 		}
 	}
+}
+
+// RefetchIntervalFunc is the package's RefetchIntervalFunc with f's type
+// checked by the compiler against the query's: an observer of q (Use or
+// UseSelect) cannot panic on it.
+//
+//	obs := getJob.Use(ctx, id, getJob.RefetchIntervalFunc(func(s qcache.State[Job]) time.Duration {
+//		if s.Data.Done {
+//			return 0
+//		}
+//		return time.Second
+//	}))
+func (q *Query[P, T]) RefetchIntervalFunc(f func(State[T]) time.Duration) UseOption {
+	return RefetchIntervalFunc(f)
 }
 
 // RefetchIntervalInBackground keeps polling while the client is not focused
@@ -375,15 +395,15 @@ func RefetchIntervalInBackground(on bool) UseOption {
 
 // RefetchOnFocus sets what a focus transition (SetFocused(true) after false)
 // does (default WhenStale).
-func RefetchOnFocus(t Trigger) UseOption { return func(c *useConfig) { c.onFocus = t } }
+func RefetchOnFocus(t Trigger) UseOption { return func(c *useConfig) { c.onFocus = int8(t) } }
 
 // RefetchOnReconnect sets what going back online (SetOnline(true) after
 // false) does (default WhenStale).
-func RefetchOnReconnect(t Trigger) UseOption { return func(c *useConfig) { c.onReconnect = t } }
+func RefetchOnReconnect(t Trigger) UseOption { return func(c *useConfig) { c.onReconnect = int8(t) } }
 
 // RefetchOnMount sets what Use does when the observer starts (default
 // WhenStale).
-func RefetchOnMount(t Trigger) UseOption { return func(c *useConfig) { c.onMount = t } }
+func RefetchOnMount(t Trigger) UseOption { return func(c *useConfig) { c.onMount = int8(t) } }
 
 // Enabled turns every automatic fetch of the observer on or off (default
 // on). A disabled observer still fetches on Observer.Refetch.

@@ -39,6 +39,7 @@ type Query[P comparable, T any] struct {
 	nObservers atomic.Int64
 	http       bool                // NewQuery: fetches make conditional requests
 	sem        *semaphore.Weighted // MaxConcurrentFetches; nil without
+	clone      func(T) T           // Clone; nil: values are shared with the cache
 }
 
 func (q *Query[P, T]) stats() QueryStats { return q.Stats() }
@@ -54,6 +55,7 @@ func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *
 	for _, o := range opts {
 		o(&q.cfg)
 	}
+	q.clone = cloneFor[T](name, q.cfg.clone)
 	if q.cfg.name != "" {
 		q.name = q.cfg.name
 	}
@@ -254,10 +256,10 @@ func (q *Query[P, T]) Get(ctx context.Context, p P) (T, error) {
 		if v, ok := e.hit(); ok && !q.c.closed.Load() {
 			q.hits.add()
 			e.touch()
-			return v, nil
+			return q.out(v), nil
 		}
 	}
-	return q.getSlow(ctx, p)
+	return q.outErr(q.getSlow(ctx, p))
 }
 
 func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
@@ -347,7 +349,7 @@ func (q *Query[P, T]) Fetch(ctx context.Context, p P) (T, error) {
 	}
 	op := e.refetchLocked(ctx, wantWait)
 	e.mu.Unlock()
-	return e.wait(ctx, op)
+	return q.outErr(e.wait(ctx, op))
 }
 
 // Prefetch starts a fetch for p when its data is missing or stale (or joins
@@ -368,7 +370,10 @@ func (q *Query[P, T]) Prefetch(p P) {
 func (q *Query[P, T]) Peek(p P) (T, bool) {
 	if e := q.lookup(p); e != nil {
 		s := e.snap.Load()
-		return s.data, s.hasData
+		if s.hasData {
+			return q.out(s.data), true
+		}
+		return s.data, false
 	}
 	var zero T
 	return zero, false
@@ -380,7 +385,11 @@ func (q *Query[P, T]) State(p P) State[T] {
 	if e := q.lookup(p); e != nil {
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		return e.stateLocked()
+		s := e.stateLocked()
+		if s.HasData {
+			s.Data = q.out(s.Data)
+		}
+		return s
 	}
 	return State[T]{IsStale: true}
 }
@@ -412,6 +421,9 @@ func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
 		cur := e.snap.Load()
 		old, ok, ver := cur.data, cur.hasData, e.dataVer
 		e.mu.Unlock()
+		if ok {
+			old = q.out(old)
+		}
 		v := f(old, ok)
 		e.mu.Lock()
 		if !e.isGone() && e.dataVer == ver {

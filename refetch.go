@@ -14,16 +14,23 @@ import (
 // context, or Client.Close.
 type Observer[T any] struct {
 	c     *Client
-	e     observed[T]
+	src   obsSource[T]
 	ctx   context.Context
 	isOn  atomic.Bool // Enabled, read under the entry's lock
 	fixed *State[T]   // the state of an observer that could not start
 
-	mu       sync.Mutex // guards cfg, interval, ch sends and chClosed
-	cfg      useConfig
-	interval func(State[T]) time.Duration
-	ch       chan State[T]
-	chClosed bool
+	// mu guards cfg, interval, notify, eq, ch sends and chClosed, and the
+	// view its source keeps (the selected value, the placeholder).
+	mu          sync.Mutex
+	cfg         useConfig
+	interval    func() time.Duration // asks the RefetchIntervalFunc with the entry's state
+	eq          func(a, b T) bool    // equality of data for DataChanged; nil: every new value is a change
+	out         func(T) T            // the query's Clone, for Use's observers; nil: none
+	ch          chan State[T]
+	chClosed    bool
+	notify      Notify // what wakes Changes: NotifyOn's, or defaults
+	defaults    Notify // AnyChange for Use, DataChanged for UseSelect
+	placeholder bool   // the source shows SetParams's placeholder
 
 	// The goroutine sleeps on wake; what woke it is in events. One channel
 	// and a timer without one keep an idle observer small.
@@ -52,23 +59,52 @@ const (
 	evQuit                  // Close or Client.Close
 )
 
-// observed is what an observer knows of its entry, whatever the entry's P.
-type observed[T any] interface {
-	observedState() (State[T], time.Time)
-	autoFetch(ctx context.Context)
-	explicitFetch(ctx context.Context) (T, error)
-	detach(o *Observer[T])
+// obsSource is what an observer knows of its entry, whatever the entry's P
+// and data type: a link (select.go), which also selects the observer's
+// value and moves it between entries.
+type obsSource[T any] interface {
+	// view returns the observer's state now.
+	view() State[T]
+	// lastChange returns when the entry's state last changed, from which
+	// intervals count.
+	lastChange() time.Time
+	// stale reports whether the entry's data is stale now.
+	stale() bool
+	// deliverSlow is deliver of the link, for the entry's state when the
+	// observer is the entry's watcher (Use, where T is the query's).
+	deliverSlow(s State[T], changed bool)
+	// intervalFunc returns a function that asks f, a RefetchIntervalFunc
+	// for the query's data type, with the entry's state; it panics when f
+	// is of another type.
+	intervalFunc(f any) func() time.Duration
+	autoFetch()
+	explicitFetch(ctx context.Context) error
+	// detach leaves the entry for good.
+	detach()
+	// move moves the observer to p's entry (SetParams).
+	move(p any) error
 }
 
 // Use starts an observer of p's entry. It fetches per RefetchOnMount
 // (default: when the data is stale), shows cached data at once meanwhile,
 // and then keeps the data fresh as opts say. Changes delivers the current
-// state at once, then after every change. The observer ends, and its
-// goroutine with it, on Close, when ctx ends, or on Client.Close.
+// state at once, then after every change (NotifyOn narrows that). The
+// observer ends, and its goroutine with it, on Close, when ctx ends, or on
+// Client.Close.
 //
 // Use panics when RefetchIntervalFunc was given a function of another data
-// type than T.
+// type than T (the method Query.RefetchIntervalFunc is checked by the
+// compiler instead), and when Equal was given one of another type.
 func (q *Query[P, T]) Use(ctx context.Context, p P, opts ...UseOption) *Observer[T] {
+	return use(q, ctx, p, identity[T], q.clone, AnyChange, opts)
+}
+
+func identity[T any](v T) T { return v }
+
+// use starts an observer whose state is q's entry's, its data passed
+// through sel (once per new data) and out (on every read).
+func use[P comparable, T, D any](q *Query[P, T], ctx context.Context, p P, sel func(T) D, out func(D) D,
+	defaults Notify, opts []UseOption) *Observer[D] {
 	cfg := defaultUseConfig()
 	for _, o := range opts {
 		o(&cfg)
@@ -76,28 +112,33 @@ func (q *Query[P, T]) Use(ctx context.Context, p P, opts ...UseOption) *Observer
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	o := &Observer[T]{
+	o := &Observer[D]{
 		c: q.c, ctx: ctx,
-		ch:    make(chan State[T], 1),
-		wake:  make(chan struct{}, 1),
-		steps: make(chan bool),
+		ch:       make(chan State[D], 1),
+		wake:     make(chan struct{}, 1),
+		steps:    make(chan bool),
+		defaults: defaults,
+		out:      out,
 	}
+	l := &link[P, T, D]{q: q, o: o, p: p, sel: sel, plain: defaults == AnyChange} // Use: AnyChange and the identity
+	l.w = l
+	if l.plain {
+		l.w = any(o).(watcher[T]) // the entry calls o: Observer.deliver
+	}
+	o.src = l
 	o.setConfig(cfg)
 	e, err := q.lockedEntry(p)
 	if err != nil {
-		o.endEarly(State[T]{Status: StatusError, Err: err, IsStale: true})
+		o.endEarly(State[D]{Status: StatusError, Err: err, IsStale: true})
 		return o
 	}
-	o.e = e
+	l.e.Store(e)
 	if !q.c.addObserver(o) {
 		e.mu.Unlock()
-		o.endEarly(State[T]{Status: StatusError, Err: ErrClosed, IsStale: true})
+		o.endEarly(State[D]{Status: StatusError, Err: ErrClosed, IsStale: true})
 		return o
 	}
-	lv := e.lv()
-	lv.observers = append(lv.observers, o)
-	e.stopGCLocked()
-	o.deliver(e.stateLocked(), false)
+	l.attachLocked(e, true)
 	e.mu.Unlock()
 	e.observerEvent(true)
 	o.wg.Add(1)
@@ -116,38 +157,44 @@ func (o *Observer[T]) endEarly(s State[T]) {
 	o.ended.Store(true)
 }
 
-// setConfig installs cfg; it panics on an interval function of another type.
+// setConfig installs cfg; it panics on an interval function of another
+// data type than the query's, or an equality of another type than T.
 func (o *Observer[T]) setConfig(cfg useConfig) {
-	var f func(State[T]) time.Duration
+	var f func() time.Duration
 	if cfg.intervalFunc != nil {
-		var ok bool
-		f, ok = cfg.intervalFunc.(func(State[T]) time.Duration)
-		if !ok {
-			panic(fmt.Sprintf("qcache: RefetchIntervalFunc takes %T; this observer needs func(qcache.State[%T]) time.Duration",
-				cfg.intervalFunc, *new(T)))
-		}
+		f = o.src.intervalFunc(cfg.intervalFunc)
+	}
+	notify := cfg.notify
+	if notify == 0 {
+		notify = o.defaults
+	}
+	var eq func(a, b T) bool
+	if notify&AnyChange == 0 || cfg.equal != nil {
+		eq = equalFor[T](cfg) // only DataChanged without AnyChange compares data
 	}
 	o.mu.Lock()
-	o.cfg, o.interval = cfg, f
+	o.cfg, o.interval, o.eq, o.notify = cfg, f, eq, notify
 	o.mu.Unlock()
 	o.isOn.Store(cfg.enabled)
 }
 
 func (o *Observer[T]) enabled() bool { return o.isOn.Load() }
 
-// State returns the entry's current state.
+// State returns the observer's current state: its entry's, with the
+// selected value for UseSelect and the placeholder while SetParams's new
+// entry loads. It is current whatever NotifyOn says.
 func (o *Observer[T]) State() State[T] {
 	if o.fixed != nil {
 		return *o.fixed
 	}
-	s, _ := o.e.observedState()
-	return s
+	return o.src.view()
 }
 
-// Changes returns a channel that holds the newest state after each change:
-// a slow reader misses intermediate states but never blocks the cache. It
-// holds the current state as soon as Use returns, and is closed when the
-// observer ends.
+// Changes returns a channel that holds the newest state after each change
+// that NotifyOn selects (by default every change for Use, a change of the
+// selected value for UseSelect): a slow reader misses intermediate states
+// but never blocks the cache. It holds the current state as soon as Use
+// returns, and is closed when the observer ends.
 func (o *Observer[T]) Changes() <-chan State[T] { return o.ch }
 
 // Refetch fetches now, even when the observer is disabled, and returns the
@@ -162,7 +209,7 @@ func (o *Observer[T]) Refetch(ctx context.Context) (State[T], error) {
 	if o.ended.Load() {
 		return o.State(), fmt.Errorf("qcache: refetch of an ended observer: %w", ErrClosed)
 	}
-	_, err := o.e.explicitFetch(ctx)
+	err := o.src.explicitFetch(ctx)
 	return o.State(), err
 }
 
@@ -211,33 +258,64 @@ func (o *Observer[T]) signal(ev uint32) {
 	}
 }
 
-// deliver hands s to the reader of Changes, replacing a state not yet read,
-// and tells the polling. It never blocks. The entry calls it under its lock;
-// changed says that s follows a state change, from which the interval
-// counts.
-func (o *Observer[T]) deliver(s State[T], changed bool) {
-	o.mu.Lock()
-	if !o.chClosed {
+// deliverLocked hands s to the reader of Changes, replacing a state not yet
+// read, when NotifyOn selects the change (always when first is set), and
+// tells the polling. It never blocks, and reports whether the interval
+// function must be asked again. Its source calls it under the entry's lock
+// and mu; gen is the generation of s's data and last the mark of the state
+// before (see notifyMark), which it updates (nil when AnyChange holds);
+// changed says
+// that s follows a state change, from which the interval counts.
+func (o *Observer[T]) deliverLocked(s *State[T], gen uint64, last *notifyMark, changed, first bool) (reask bool) {
+	send := first || o.notify&AnyChange != 0
+	if last != nil { // nil: AnyChange, and the mark is not kept
+		m := markOf(s, gen)
+		send = send || last.differs(m, o.notify)
+		*last = m
+	}
+	if send && !o.chClosed {
 		select {
 		case <-o.ch:
 		default:
 		}
-		o.ch <- s
+		o.outLocked(s)
+		o.ch <- *s
 	}
-	reask := o.interval != nil
+	reask = o.interval != nil
 	if changed && !reask && o.timer != nil && o.cfg.enabled && o.cfg.interval > 0 {
 		// A fixed interval counts from this change, which is now: the tick
 		// moves to one interval from now, without a step.
 		o.timer.Reset(o.cfg.interval)
 	}
+	return reask
+}
+
+// deliver is the entry's call of a Use observer after a change of its
+// state (changed) or when its data turned stale: an observer woken by every
+// change, without a placeholder or a Clone, delivers the state as it is,
+// with no view to build and nothing to compare (its selection and mark are
+// brought up to date when it is next viewed or NotifyOn changes: at most
+// one extra delivery then). The others go through their link. The entry
+// holds its lock.
+func (o *Observer[T]) deliver(s State[T], changed bool) {
+	o.mu.Lock()
+	if o.notify&AnyChange == 0 || o.placeholder || o.out != nil {
+		o.mu.Unlock()
+		o.src.deliverSlow(s, changed)
+		return
+	}
+	reask := o.deliverLocked(&s, 0, nil, changed, false)
 	o.mu.Unlock()
 	if reask {
 		o.signal(evChange) // the interval function is asked again
 	}
 }
 
-func shouldFetch[T any](t Trigger, s State[T]) bool {
-	return t == Always || (t == WhenStale && s.IsStale)
+// outLocked replaces s's data with a copy when the query has a Clone.
+func (o *Observer[T]) outLocked(s *State[T]) {
+	if o.out != nil && s.HasData {
+		s.Data = o.out(s.Data)
+	}
 }
 
 // poller is the interval state of an observer's steps.
@@ -319,13 +397,13 @@ func (o *Observer[T]) tick() {
 // caller holds stepMu.
 func (o *Observer[T]) arm() {
 	p := &o.p
-	s, lastChange := o.e.observedState()
+	lastChange := o.src.lastChange()
 	o.mu.Lock()
 	cfg, f := o.cfg, o.interval
 	o.mu.Unlock()
 	d := cfg.interval
 	if f != nil {
-		d = o.askInterval(f, s)
+		d = o.askInterval(f)
 	}
 	if !cfg.enabled {
 		d = 0
@@ -360,14 +438,14 @@ func later(a, b time.Time) time.Time {
 
 // askInterval calls the RefetchIntervalFunc; a panic in it stops polling
 // (and is logged) instead of ending the process.
-func (o *Observer[T]) askInterval(f func(State[T]) time.Duration, s State[T]) (d time.Duration) {
+func (o *Observer[T]) askInterval(f func() time.Duration) (d time.Duration) {
 	defer func() {
 		if r := recover(); r != nil {
 			o.c.cfg.logger.ErrorContext(o.ctx, "qcache: RefetchIntervalFunc panicked; polling stops", "panic", r)
 			d = 0
 		}
 	}()
-	return max(f(s), 0)
+	return max(f(), 0)
 }
 
 // handle acts on the events of a step; it reports false when the observer
@@ -381,7 +459,7 @@ func (o *Observer[T]) handle(ev uint32) bool {
 	cfg := o.cfg
 	o.mu.Unlock()
 	if ev&evTick != 0 && p.prev > 0 {
-		_, changed := o.e.observedState()
+		changed := o.src.lastChange()
 		// The tick is due the interval after the later of the entry's last
 		// change and the last tick. A timer that fires earlier (the entry
 		// changed after it was set, by another observer's tick, say) only
@@ -389,15 +467,15 @@ func (o *Observer[T]) handle(ev uint32) bool {
 		if now := time.Now(); !now.Before(later(changed, p.lastTick).Add(p.prev)) {
 			p.lastTick = now
 			if o.enabled() && (cfg.background || o.c.focused.Load()) {
-				o.e.autoFetch(o.ctx)
+				o.src.autoFetch()
 			}
 		}
 	}
 	if ev&evFocus != 0 {
-		o.eventFetch(cfg.onFocus)
+		o.eventFetch(Trigger(cfg.onFocus))
 	}
 	if ev&evReconnect != 0 {
-		o.eventFetch(cfg.onReconnect)
+		o.eventFetch(Trigger(cfg.onReconnect))
 	}
 	if ev&evRemount != 0 {
 		o.mountFetch()
@@ -415,9 +493,9 @@ func (o *Observer[T]) handle(ev uint32) bool {
 // spares data that is there.
 func (o *Observer[T]) mountFetch() {
 	o.mu.Lock()
-	t := o.cfg.onMount
+	t := Trigger(o.cfg.onMount)
 	o.mu.Unlock()
-	if s, _ := o.e.observedState(); !s.HasData {
+	if !o.src.view().HasData {
 		t = Always
 	}
 	o.eventFetch(t)
@@ -427,8 +505,8 @@ func (o *Observer[T]) eventFetch(t Trigger) {
 	if !o.enabled() {
 		return
 	}
-	if s, _ := o.e.observedState(); shouldFetch(t, s) {
-		o.e.autoFetch(o.ctx)
+	if t == Always || (t == WhenStale && o.src.stale()) {
+		o.src.autoFetch()
 	}
 }
 
@@ -446,7 +524,7 @@ func (o *Observer[T]) cleanup() {
 		o.timer.Stop()
 	}
 	o.stepMu.Unlock()
-	o.e.detach(o)
+	o.src.detach()
 	o.mu.Lock() // a deliver before the detach may have re-armed the timer
 	if o.timer != nil {
 		o.timer.Stop()
@@ -457,70 +535,4 @@ func (o *Observer[T]) cleanup() {
 	o.chClosed = true
 	close(o.ch)
 	o.mu.Unlock()
-}
-
-// ---------- the entry's side ----------
-
-func (e *entry[P, T]) observedState() (State[T], time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.stateLocked(), e.lv().lastChange
-}
-
-func (e *entry[P, T]) autoFetch(ctx context.Context) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !e.isGone() {
-		e.joinLocked(ctx, wantObserver)
-	}
-}
-
-func (e *entry[P, T]) explicitFetch(ctx context.Context) (T, error) {
-	e.mu.Lock()
-	if e.isGone() {
-		e.mu.Unlock()
-		var zero T
-		return zero, ErrClosed
-	}
-	if ctx.Err() != nil {
-		e.mu.Unlock()
-		var zero T
-		return zero, fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
-	}
-	op := e.refetchLocked(ctx, wantWait)
-	e.mu.Unlock()
-	return e.wait(ctx, op)
-}
-
-func (e *entry[P, T]) detach(o *Observer[T]) {
-	e.mu.Lock()
-	lv := e.lv()
-	for i, x := range lv.observers {
-		if x == o {
-			lv.observers = append(lv.observers[:i], lv.observers[i+1:]...)
-			break
-		}
-	}
-	if len(lv.observers) == 0 {
-		e.unwatchedLocked()
-		e.scheduleGCLocked()
-	}
-	e.mu.Unlock()
-	e.observerEvent(false)
-}
-
-// observerEvent counts an observer that came or went and tells the hook;
-// e.mu is not held.
-func (e *entry[P, T]) observerEvent(added bool) {
-	q := e.q
-	h := q.c.cfg.hooks.ObserverRemoved
-	if added {
-		q.nObservers.Add(1)
-		h = q.c.cfg.hooks.ObserverAdded
-	} else {
-		q.nObservers.Add(-1)
-	}
-	if h != nil {
-		q.c.callHook("Observer", func() { h(q.name, e.key) })
-	}
 }

@@ -62,6 +62,10 @@ type State[T any] struct {
 	FailureCount   int // consecutive failed attempts; 0 after a success
 	IsInvalidated  bool
 	IsStale        bool // no data, invalidated, or older than StaleTime
+	// IsPlaceholder: Data is not this entry's but the data an observer
+	// showed before Observer.SetParams moved it here, shown until this
+	// entry has data of its own. Only observers' states have it.
+	IsPlaceholder bool
 }
 
 // IsFetching reports whether a fetch is running (FetchStatus == Fetching).

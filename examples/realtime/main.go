@@ -46,7 +46,7 @@ WebSocket feed at /ws that pushes user updates.
   2. Conditional polling            SetOptions(RefetchInterval(d or 0)) as isActive flips
   3. Refetch on window focus        Client.SetFocused(false), then SetFocused(true)
   4. Manual refetch                 Observer.Refetch, IsRefetching while it runs
-  5. Interval only when stale       RefetchIntervalFunc with StaleTime
+  5. Interval only when stale       getUser.RefetchIntervalFunc with StaleTime
   6. WebSocket integration          SubscribeWS with Route and SetDataHandler
   7. Invalidate on interval         Client.InvalidateEvery
 
@@ -303,7 +303,7 @@ func (d *demo) manualRefetch() {
 func (d *demo) intervalWhenStale() {
 	stale, every := d.at(staleTime), d.at(200*time.Millisecond)
 	d.heading("5. Refetch on Interval with Condition", "refetchInterval: (query) => query.state.dataUpdatedAt < Date.now() - 30000 ? 5000 : false,",
-		fmt.Sprintf("qcache.RefetchIntervalFunc(...): %v once the data is %v old, else 0; StaleTime(%v)", every, stale, stale))
+		fmt.Sprintf("getUser.RefetchIntervalFunc(...): %v once the data is %v old, else 0; StaleTime(%v)", every, stale, stale))
 
 	// Only refetch if data is stale. StaleTime(stale) on getUser is what
 	// makes the observer ask the function again when the data turns stale.
@@ -333,7 +333,7 @@ func (d *demo) intervalWhenStale() {
 		return v
 	}
 
-	obs := d.getUser.Use(d.ctx, "5", qcache.RefetchIntervalFunc(logged))
+	obs := d.getUser.Use(d.ctx, "5", d.getUser.RefetchIntervalFunc(logged))
 	wait := watch(d, obs, d.showUser)
 	d.sleep(2800 * time.Millisecond)
 	obs.Close()
