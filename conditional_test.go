@@ -200,3 +200,45 @@ func BenchmarkConditionalPoll(b *testing.B) {
 		})
 	}
 }
+
+// A 304, or a body byte-identical to the last one, is no change of data:
+// an observer that waits for data changes is not woken, even for a T that
+// == cannot compare.
+func TestUnchangedBodyWakesNoDataObserver(t *testing.T) {
+	for _, withETag := range []bool{false, true} {
+		t.Run(fmt.Sprint("etag=", withETag), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if withETag {
+					w.Header().Set("ETag", `"same"`)
+					if r.Header.Get("If-None-Match") == `"same"` {
+						w.WriteHeader(http.StatusNotModified)
+						return
+					}
+				}
+				fmt.Fprint(w, `["a","b"]`)
+			}))
+			defer srv.Close()
+			c := NewClient(WithBaseURL(srv.URL))
+			defer c.Close()
+			q := NewQuery[string, []string](c, Endpoint{URL: "/lists/$id"})
+			ctx := context.Background()
+			_, err := q.Get(ctx, "1")
+			require.NoError(t, err)
+			o := q.Use(ctx, "1", NotifyOn(DataChanged), Enabled(false))
+			defer o.Close()
+			first := <-o.Changes()
+			assert.Equal(t, []string{"a", "b"}, first.Data)
+			for range 3 {
+				_, err := q.Fetch(ctx, "1")
+				require.NoError(t, err)
+			}
+			select {
+			case s := <-o.Changes():
+				t.Fatalf("woken by a fetch that changed nothing: %+v", s)
+			default:
+			}
+			q.SetData("1", []string{"c"})
+			assert.Equal(t, []string{"c"}, (<-o.Changes()).Data, "a real change wakes it")
+		})
+	}
+}
