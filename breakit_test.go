@@ -152,7 +152,7 @@ func TestBreakFetchShowsPausedWhileTheFunctionRuns(t *testing.T) {
 // TanStack Query v5 (query.ts destroy → cancel({silent: true})): removing a
 // query cancels its fetch. qcache keeps running the fetch of a removed entry
 // that no caller waits for (a Prefetch's), although its result can never be
-// served (README, Removal) — "a fetch not cancelled when nobody wants it".
+// served (docs/semantics.md, Removal) — "a fetch not cancelled when nobody wants it".
 // DESIGN does not declare this difference. Worse, the result is counted as a
 // success.
 func TestBreakRemoveKeepsAnUnwantedFetchRunning(t *testing.T) {

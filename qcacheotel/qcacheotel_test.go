@@ -30,7 +30,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // sleepCtx waits d or until ctx ends, on time.AfterFunc: a bubble must not
-// receive from timer channels (README, Tests).
+// receive from timer channels (docs/testing.md in the root module).
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	done := make(chan struct{})
 	t := time.AfterFunc(d, func() { close(done) })

@@ -51,5 +51,5 @@
 //
 // The kit waits only through time.Sleep and time.AfterFunc, never on a
 // timer channel: under -race, receives from expired timer channels inside
-// bubbles can crash the test binary (golang/go#78156; see qcache's README).
+// bubbles can crash the test binary (golang/go#78156; see qcache's docs/testing.md).
 package qcachetest
