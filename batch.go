@@ -30,7 +30,7 @@ func (q *Query[P, T]) GetMany(ctx context.Context, ps []P) (map[P]T, error) {
 			if v, ok := e.hit(); ok && !q.c.closed.Load() {
 				q.hits.add()
 				e.touch()
-				out[p] = v
+				out[p] = q.out(v)
 				continue
 			}
 		}
@@ -144,7 +144,8 @@ type batcher[P comparable, T any] struct {
 type batch[P comparable, T any] struct {
 	ctx    context.Context // values of the first fetch's context
 	keys   []P
-	wanted map[P]int // waiters per key still waiting
+	has    map[P]bool // in keys
+	wanted map[P]int  // waiters per key still waiting
 	timer  *time.Timer
 	done   chan struct{} // closed when the answer is in
 	cancel context.CancelFunc
@@ -159,18 +160,22 @@ func (b *batcher[P, T]) fetchOne(ctx context.Context, p P) (T, error) {
 	bt := b.pending
 	if bt == nil {
 		bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		bt = &batch[P, T]{ctx: bctx, cancel: cancel, wanted: map[P]int{}, done: make(chan struct{})}
+		bt = &batch[P, T]{ctx: bctx, cancel: cancel, has: map[P]bool{}, wanted: map[P]int{}, done: make(chan struct{})}
 		b.pending = bt
 		bt.timer = time.AfterFunc(b.window, func() { b.flush(bt) })
 	}
-	if bt.wanted[p] == 0 {
+	if !bt.has[p] {
+		bt.has[p] = true
 		bt.keys = append(bt.keys, p)
 	}
 	bt.wanted[p]++
 	full := len(bt.keys) >= b.max
+	if full {
+		b.pending = nil // taken under the lock: no key joins a full batch
+	}
 	b.mu.Unlock()
 	if full {
-		b.flush(bt)
+		b.send(bt)
 	}
 	var zero T
 	select {
@@ -190,6 +195,12 @@ func (b *batcher[P, T]) fetchOne(ctx context.Context, p P) (T, error) {
 		for _, n := range bt.wanted {
 			left += n
 		}
+		if left == 0 && b.pending == bt {
+			// Nobody waits for this batch, which has not gone yet: it
+			// never will; later keys start a batch of their own.
+			b.pending = nil
+			bt.timer.Stop()
+		}
 		b.mu.Unlock()
 		if left == 0 {
 			bt.cancel() // nobody waits for this batch any more
@@ -198,7 +209,8 @@ func (b *batcher[P, T]) fetchOne(ctx context.Context, p P) (T, error) {
 	}
 }
 
-// flush sends bt, once: the first of its timer and a full batch does.
+// flush sends bt when its window ends, unless it went already (full) or
+// was given up.
 func (b *batcher[P, T]) flush(bt *batch[P, T]) {
 	b.mu.Lock()
 	if b.pending != bt {
@@ -206,7 +218,15 @@ func (b *batcher[P, T]) flush(bt *batch[P, T]) {
 		return
 	}
 	b.pending = nil
+	b.mu.Unlock()
+	b.send(bt)
+}
+
+// send calls the batch function with bt's keys, once; bt is no longer
+// pending, so its keys are final.
+func (b *batcher[P, T]) send(bt *batch[P, T]) {
 	bt.timer.Stop()
+	b.mu.Lock()
 	keys := bt.keys
 	b.mu.Unlock()
 	stop := context.AfterFunc(b.c.ctx, bt.cancel) // Client.Close ends the call

@@ -160,7 +160,8 @@ type fetchOp[T any] struct {
 	prevFail int             // FailureCount before the fetch, restored on cancel
 	failures int             // failed attempts, written by the fetch's goroutine before it settles
 	from     context.Context // whose values the fetch carries: the context of the call that started it
-	scope    *fetchScope     // of an HTTP query, or with a FetchEnd hook; written by the fetch's goroutine before it settles
+	scope    *fetchScope     // written by the fetch's goroutine before it settles
+	nested   bool            // started from inside another fetch's function: takes no slot of a fetch bound
 	// The last SetData while the fetch ran: what its waiters get, even when
 	// the entry is removed before the fetch settles.
 	setData    T
@@ -361,6 +362,7 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 	// through abortFetch), and the values of the context of the call that
 	// started it: trace spans, request IDs. Joiners share them.
 	op.ctx, op.cancel = context.WithCancelCause(context.WithoutCancel(op.from))
+	op.nested = scopeFrom(op.from) != nil
 	op.from = nil // not kept past the start
 	op.prevFail = int(e.snap.Load().failureCount)
 	e.inflight = op
@@ -394,14 +396,14 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 			}
 		})
 	}
-	if q.http || hooks.FetchEnd != nil {
-		sc := &fetchScope{}
-		if s := e.snap.Load(); q.http && s.hasData && s.meta != nil {
-			sc.prev, sc.prevData = s.meta, s.data
-		}
-		op.scope = sc
-		ctx = context.WithValue(ctx, scopeKey{}, sc)
+	// Every fetch has a scope: the HTTP layer's channel, and how a fetch
+	// started from inside this one's function knows that it is nested.
+	sc := &fetchScope{}
+	if s := e.snap.Load(); q.http && s.hasData && s.meta != nil {
+		sc.prev, sc.prevData = s.meta, s.data
 	}
+	op.scope = sc
+	ctx = context.WithValue(ctx, scopeKey{}, sc)
 	var data T
 	var err error
 	attempts := 0
@@ -478,6 +480,11 @@ func (e *entry[P, T]) acquireSlot(op *fetchOp[T]) (release func(), err error) {
 		}
 	}
 	queued := false
+	if op.nested {
+		// Its caller, a fetch function, holds a slot and waits for it: a
+		// slot of its own could never come with a bound of one.
+		return release, nil
+	}
 	for _, s := range [...]*semaphore.Weighted{q.sem, q.c.sem} {
 		if s == nil {
 			continue
@@ -598,7 +605,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		e.setLocked(func(s *snapshot[T]) {
 			s.fetchStatus = uint8(FetchIdle)
 			s.status = uint8(StatusError)
-			s.failed = &failure{err: op.err, at: now}
+			s.failed = &failure{err: op.err, at: now, seq: e.seq}
 			s.failureCount = failures
 			s.invalidated = true
 		}, makeStale)

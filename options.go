@@ -95,7 +95,10 @@ func WithQueryDefaults(opts ...QueryOption) ClientOption {
 // waiting for a slot shows FetchQueued; waiters are served first come,
 // first served (golang.org/x/sync/semaphore), and a fetch cancelled while
 // queued leaves the queue. A slot is held for one attempt, not across a
-// retry's wait. It panics if n is not positive.
+// retry's wait. A fetch started from inside a fetch function, with that
+// function's context (a query that depends on another), takes no slot: its
+// caller holds one and waits for it, so a bound cannot deadlock it. It
+// panics if n is not positive.
 func WithMaxConcurrentFetches(n int) ClientOption {
 	mustBePositive("WithMaxConcurrentFetches", n)
 	return func(c *clientConfig) { c.maxFetches = n }

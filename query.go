@@ -314,7 +314,7 @@ func (e *entry[P, T]) cachedErrLocked() error {
 		return nil
 	}
 	f := e.snap.Load().failed
-	if f == nil || f.err == nil || FetchStatus(e.snap.Load().fetchStatus) != FetchIdle ||
+	if f == nil || f.err == nil || FetchStatus(e.snap.Load().fetchStatus) != FetchIdle || e.invalidSeq > f.seq ||
 		time.Since(f.at) >= q.cfg.errorTTL || !q.cfg.cacheErr(f.err) {
 		return nil
 	}
@@ -457,7 +457,7 @@ func (q *Query[P, T]) UpdateExisting(p P, f func(old T) T) bool {
 			}
 			return false
 		}
-		old, ver := cur.data, e.dataVer
+		old, ver := q.out(cur.data), e.dataVer // Clone: f gets a copy
 		e.mu.Unlock()
 		v := f(old)
 		e.mu.Lock()

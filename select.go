@@ -228,15 +228,16 @@ func (l *link[P, T, D]) leaveLocked(e *entry[P, T]) {
 
 func (l *link[P, T, D]) detach() {
 	l.moveMu.Lock()
-	defer l.moveMu.Unlock()
 	if l.closed {
+		l.moveMu.Unlock()
 		return
 	}
 	l.closed = true
 	e := l.lockEntry()
 	l.leaveLocked(e)
 	e.mu.Unlock()
-	e.observerEvent(false)
+	l.moveMu.Unlock()
+	e.observerEvent(false) // outside every lock: the hook may call Close
 }
 
 func (l *link[P, T, D]) move(pa any) error {
@@ -244,6 +245,17 @@ func (l *link[P, T, D]) move(pa any) error {
 	if !ok {
 		panic(fmt.Sprintf("qcache: SetParams(%T): the observer's query takes %v", pa, reflect.TypeFor[P]()))
 	}
+	// Hooks run after moveMu is released: one may call Close, whose
+	// cleanup takes moveMu.
+	var left, joined *entry[P, T]
+	defer func() {
+		if left != nil {
+			left.observerEvent(false)
+		}
+		if joined != nil {
+			joined.observerEvent(true)
+		}
+	}()
 	l.moveMu.Lock()
 	defer l.moveMu.Unlock()
 	if l.closed {
@@ -274,14 +286,18 @@ func (l *link[P, T, D]) move(pa any) error {
 	o.mu.Unlock()
 	l.leaveLocked(old)
 	old.mu.Unlock()
-	old.observerEvent(false)
+	left = old
 
 	ne, err = l.q.lockedEntry(p)
 	if err != nil {
-		return err // the client closed: it ends the observer
+		l.closed = true // the client closed: it ends the observer, which left its entry already
+		return err
 	}
 	l.e.Store(ne)
 	l.p = p
+	o.mu.Lock()
+	l.verOK = false // a view read meanwhile was of the old entry, whose versions are not ne's
+	o.mu.Unlock()
 	if o.enabled() && !ne.freshLocked() {
 		// A new key fetches when stale, as in TanStack. The fetch starts
 		// before the observer joins, so that its first state there is
@@ -290,12 +306,14 @@ func (l *link[P, T, D]) move(pa any) error {
 	}
 	l.attachLocked(ne, false)
 	ne.mu.Unlock()
-	ne.observerEvent(true)
+	joined = ne
 	o.signal(evChange) // re-arm the polling on the new entry
 	return nil
 }
 
 func (l *link[P, T, D]) view() State[D] {
+	l.moveMu.Lock() // not in the middle of a move: its view would mix two entries
+	defer l.moveMu.Unlock()
 	e := l.lockEntry()
 	defer e.mu.Unlock()
 	o := l.o
@@ -339,6 +357,11 @@ func (l *link[P, T, D]) intervalFunc(f any) func() time.Duration {
 }
 
 func (l *link[P, T, D]) autoFetch() {
+	l.moveMu.Lock() // not for the entry a move is leaving
+	defer l.moveMu.Unlock()
+	if l.closed {
+		return
+	}
 	e := l.lockEntry()
 	defer e.mu.Unlock()
 	if !e.isGone() {

@@ -102,6 +102,7 @@ type snapshot[T any] struct {
 type failure struct {
 	err error
 	at  time.Time
+	seq uint64 // the entry's seq when it failed: CacheErrors keeps the error until a later invalidation
 }
 
 func (n *snapshot[T]) state() State[T] {
