@@ -99,50 +99,6 @@ func appendHook[F any](list *[]F, fn any) (ok bool, want F) {
 	return ok, want
 }
 
-// OnMutate adds a hook that runs before the request, once the call has its
-// turn (see Serial), typically to update cached data optimistically with
-// OptimisticUpdate, Query.Update or Query.SetData. The rollback it returns
-// (nil for none) runs when the mutation fails, before the OnError hooks;
-// the rollbacks of several OnMutate hooks run in reverse order. An error
-// from the hook fails the mutation without sending it; the rollbacks of the
-// hooks that ran, including one returned with the error, still run.
-//
-// P and B must be the mutation's types, or NewMutation panics naming both;
-// with a function literal Go infers them.
-func OnMutate[P comparable, B any](f func(ctx context.Context, p P, body B) (rollback func(), err error)) MutationOption {
-	return func(c *mutationConfig) { c.addHook("OnMutate", f, f == nil) }
-}
-
-// OnSuccess adds a hook that runs after a successful request, with its
-// decoded result, before the Invalidates filters are invalidated.
-//
-// P, B and R must be the mutation's types, or NewMutation panics naming
-// both.
-func OnSuccess[P comparable, B, R any](f func(ctx context.Context, r R, p P, body B)) MutationOption {
-	return func(c *mutationConfig) { c.addHook("OnSuccess", f, f == nil) }
-}
-
-// OnError adds a hook that runs after a failed mutation (the request or an
-// OnMutate hook failed, or the context ended or the client closed during
-// the call), once the rollbacks have run and before the Invalidates filters
-// are invalidated. err is what Do returns.
-//
-// P and B must be the mutation's types, or NewMutation panics naming both.
-func OnError[P comparable, B any](f func(ctx context.Context, err error, p P, body B)) MutationOption {
-	return func(c *mutationConfig) { c.addHook("OnError", f, f == nil) }
-}
-
-// OnSettled adds a hook that runs last, after success or failure, once the
-// Invalidates filters were invalidated and the refetches they started have
-// settled (or ctx ended). r is the zero R when err is not nil; err is what
-// Do returns.
-//
-// P, B and R must be the mutation's types, or NewMutation panics naming
-// both.
-func OnSettled[P comparable, B, R any](f func(ctx context.Context, r R, err error, p P, body B)) MutationOption {
-	return func(c *mutationConfig) { c.addHook("OnSettled", f, f == nil) }
-}
-
 // Key returns the key of p: the bound path split on "/", then the query
 // segment, as Query.Key builds it for the same template (without a
 // KeyPrefix). It is the key Serial queues calls by, and matches the key of a
@@ -328,6 +284,130 @@ func (m *Mutation[P, B, R]) invalidate(ctx context.Context) {
 		}
 	}
 	_ = waitAll(ctx, waits)
+}
+
+// ---------- mutation options ----------
+
+// MutationOption configures a Mutation in NewMutation.
+type MutationOption func(*mutationConfig)
+
+type mutationConfig struct {
+	invalidates []Filter
+	retry       int
+	retryDelay  func(failureCount int, err error) time.Duration
+	serial      bool   // queue Do calls per key
+	scope       string // queue Do calls across mutations of this scope
+	hooks       []mutationHook
+}
+
+// mutationHook is a typed hook kept untyped until NewMutation checks it
+// against the mutation's types.
+type mutationHook struct {
+	kind string // "OnMutate", "OnSuccess", "OnError", "OnSettled"
+	fn   any
+}
+
+func (c *mutationConfig) addHook(kind string, fn any, isNil bool) {
+	if !isNil {
+		c.hooks = append(c.hooks, mutationHook{kind, fn})
+	}
+}
+
+// Invalidates adds filters that are invalidated after every Do that settles,
+// successful or not, before Do returns: after a success because the server
+// changed, after a failure because an optimistic update was rolled back to
+// data that may be outdated and the server may have applied part of the
+// change. Do waits for the refetches the invalidation starts (Filter.Refetch
+// says which) until they settle or its context ends; their errors land in
+// the entries' State, never in Do's result. An entry matched by several
+// filters is invalidated once. Calls that never start (the client is
+// closed, ctx has ended, p cannot be bound, ctx ends while waiting for a
+// turn under Serial or MutationScope) invalidate nothing.
+func Invalidates(filters ...Filter) MutationOption {
+	filters = append([]Filter(nil), filters...)
+	return func(c *mutationConfig) { c.invalidates = append(c.invalidates, filters...) }
+}
+
+// MutationRetry sets how many times a failed request of a mutation is
+// retried after the first attempt (default 0: mutations are not retried,
+// since they are usually not idempotent). As for queries, 4xx answers other
+// than 408 and 429, decode and validation errors are never retried, and a
+// Retry-After header sets the delay.
+func MutationRetry(n int) MutationOption {
+	if n < 0 {
+		panic(fmt.Sprintf("qcache: MutationRetry(%d): negative", n))
+	}
+	return func(c *mutationConfig) { c.retry = n }
+}
+
+// MutationRetryDelay sets the delay before each retry of a mutation, as
+// RetryDelay does for a query (default min(1s·2^failureCount, 30s)).
+func MutationRetryDelay(f func(failureCount int, err error) time.Duration) MutationOption {
+	return func(c *mutationConfig) { c.retryDelay = f }
+}
+
+// Serial makes Do calls of the mutation whose parameters have the same key
+// (Mutation.Key) run one at a time, in the order they were called: each
+// waits for the one before it to settle, hooks and invalidation included.
+// Calls with different keys still run in parallel. Combined with
+// MutationScope, the queue is shared by every mutation of the scope, per
+// key.
+func Serial() MutationOption {
+	return func(c *mutationConfig) { c.serial = true }
+}
+
+// MutationScope makes Do calls of every mutation of the client given the
+// same scope name run one at a time, in the order they were called, whatever
+// their parameters (TanStack Query's scope.id). With Serial as well, the
+// queue is per scope and key: calls of the scope's mutations on the same key
+// run one at a time, calls on different keys in parallel. An empty name
+// turns the scope off.
+func MutationScope(name string) MutationOption {
+	return func(c *mutationConfig) { c.scope = name }
+}
+
+// OnMutate adds a hook that runs before the request, once the call has its
+// turn (see Serial), typically to update cached data optimistically with
+// OptimisticUpdate, Query.Update or Query.SetData. The rollback it returns
+// (nil for none) runs when the mutation fails, before the OnError hooks;
+// the rollbacks of several OnMutate hooks run in reverse order. An error
+// from the hook fails the mutation without sending it; the rollbacks of the
+// hooks that ran, including one returned with the error, still run.
+//
+// P and B must be the mutation's types, or NewMutation panics naming both;
+// with a function literal Go infers them.
+func OnMutate[P comparable, B any](f func(ctx context.Context, p P, body B) (rollback func(), err error)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("OnMutate", f, f == nil) }
+}
+
+// OnSuccess adds a hook that runs after a successful request, with its
+// decoded result, before the Invalidates filters are invalidated.
+//
+// P, B and R must be the mutation's types, or NewMutation panics naming
+// both.
+func OnSuccess[P comparable, B, R any](f func(ctx context.Context, r R, p P, body B)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("OnSuccess", f, f == nil) }
+}
+
+// OnError adds a hook that runs after a failed mutation (the request or an
+// OnMutate hook failed, or the context ended or the client closed during
+// the call), once the rollbacks have run and before the Invalidates filters
+// are invalidated. err is what Do returns.
+//
+// P and B must be the mutation's types, or NewMutation panics naming both.
+func OnError[P comparable, B any](f func(ctx context.Context, err error, p P, body B)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("OnError", f, f == nil) }
+}
+
+// OnSettled adds a hook that runs last, after success or failure, once the
+// Invalidates filters were invalidated and the refetches they started have
+// settled (or ctx ended). r is the zero R when err is not nil; err is what
+// Do returns.
+//
+// P, B and R must be the mutation's types, or NewMutation panics naming
+// both.
+func OnSettled[P comparable, B, R any](f func(ctx context.Context, r R, err error, p P, body B)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("OnSettled", f, f == nil) }
 }
 
 // ---------- optimistic updates ----------
