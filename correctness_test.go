@@ -32,7 +32,7 @@ func noHang(t *testing.T, what string, f func()) {
 	select {
 	case <-done:
 	case <-time.After(time.Minute):
-		t.Fatalf("%s did not return", what)
+		require.FailNowf(t, "hang", "%s did not return", what)
 	}
 }
 
