@@ -451,6 +451,91 @@ func (e *entry[P, T]) setJSON(data []byte) error {
 	return nil
 }
 
+// ---------- options ----------
+
+// BusOption configures a client's end of its Bus in WithBus.
+type BusOption func(*busConfig)
+
+type busConfig struct {
+	bus     Bus
+	origin  string
+	publish uint8 // bit 1<<EventKind per kind published
+	queue   int
+	onError func(error)
+}
+
+const allEventKinds = 1<<EventInvalidate | 1<<EventSetData | 1<<EventRemove
+
+// WithBus connects the client to b: it publishes what happens to its
+// entries and applies what other clients publish (see Bus). By default it
+// publishes every kind of event (BusPublish narrows that), from a queue of
+// 1024 events (BusQueue), under a random origin id (BusOrigin). NewClient
+// then starts two goroutines, one publishing and one subscribed, which
+// Close ends; Close first publishes what is still queued, for at most one
+// second.
+//
+// Publishing never blocks the caller: events go to the queue, and when it is
+// full they are dropped (counted in BusStats.Dropped). After an event was
+// dropped or refused by the bus, the client publishes one invalidation of
+// every entry once the bus takes events again, so that no replica keeps data
+// that a lost event would have invalidated.
+//
+// What is applied from others is never published again; what the client
+// does on its own (a WebSocket resync, InvalidateEvery, garbage collection,
+// eviction) is published only when it goes through Client.Invalidate,
+// Client.Remove or a query's SetData, Update, Invalidate, InvalidateAll or
+// Remove.
+func WithBus(b Bus, opts ...BusOption) ClientOption {
+	if b == nil {
+		panic("qcache: WithBus: nil Bus")
+	}
+	cfg := busConfig{bus: b, publish: allEventKinds, queue: 1024}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return func(c *clientConfig) {
+		cfg := cfg
+		c.bus = &cfg
+	}
+}
+
+// BusPublish sets the kinds of event the client publishes (default all
+// three). BusPublish(EventInvalidate, EventRemove) keeps data off the bus:
+// other replicas then refetch instead of receiving values. With no kind the
+// client only receives. The client applies every kind it receives,
+// whatever it publishes.
+func BusPublish(kinds ...EventKind) BusOption {
+	var mask uint8
+	for _, k := range kinds {
+		if !k.valid() {
+			panic(fmt.Sprintf("qcache: BusPublish: unknown event kind %d", int(k)))
+		}
+		mask |= 1 << k
+	}
+	return func(c *busConfig) { c.publish = mask }
+}
+
+// BusOrigin sets the client's origin id, carried by its events so that it
+// ignores them when they come back (default: 16 random hex digits). Two
+// clients on one bus must not share it.
+func BusOrigin(id string) BusOption { return func(c *busConfig) { c.origin = id } }
+
+// BusQueue sets how many events may wait to be published (default 1024).
+// It panics unless n is positive.
+func BusQueue(n int) BusOption {
+	if n <= 0 {
+		panic(fmt.Sprintf("qcache: BusQueue(%d): not positive", n))
+	}
+	return func(c *busConfig) { c.queue = n }
+}
+
+// BusOnError sets a function told of every bus error: events that could not
+// be encoded or published, events received that were invalid or whose data
+// did not decode into the query's T, and Subscribe failures. It is called
+// from the client's bus goroutines and from callers of SetData, and must not
+// block. Every such error is also logged (WithLogger) at Warn level.
+func BusOnError(f func(error)) BusOption { return func(c *busConfig) { c.onError = f } }
+
 // ---------- publishing hooks ----------
 
 // publishes reports whether the client publishes events of kind k.

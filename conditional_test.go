@@ -234,7 +234,7 @@ func TestUnchangedBodyWakesNoDataObserver(t *testing.T) {
 			}
 			select {
 			case s := <-o.Changes():
-				t.Fatalf("woken by a fetch that changed nothing: %+v", s)
+				require.FailNowf(t, "woken by a fetch that changed nothing", "%+v", s)
 			default:
 			}
 			q.SetData("1", []string{"c"})

@@ -32,7 +32,7 @@ func noHang(t *testing.T, what string, f func()) {
 	select {
 	case <-done:
 	case <-time.After(time.Minute):
-		t.Fatalf("%s did not return", what)
+		require.FailNowf(t, "hang", "%s did not return", what)
 	}
 }
 
@@ -332,8 +332,8 @@ func TestClientCloseFromCallbacks(t *testing.T) {
 		q := NewQueryFunc(c, Key{"k"}, func(ctx context.Context, p string) (string, error) { return p, nil })
 		o := q.Use(context.Background(), "a")
 		m := NewMutation[struct{}, string, string](c, Endpoint{Method: "POST", URL: "/m"},
-			OnSuccess(func(ctx context.Context, r string, p struct{}, b string) { c.Close() }),
-			Invalidates(Filter{}))
+			MutationOnSuccess(func(ctx context.Context, r string, p struct{}, b string) { c.Close() }),
+			MutationInvalidates(Filter{}))
 		noHang(t, "Close from OnSuccess", func() {
 			_, err := m.Do(context.Background(), struct{}{}, "b")
 			assert.NoError(t, err)

@@ -36,7 +36,7 @@
 //	refetch.go   Observer: polling, focus, reconnect, Changes (entry → observers)
 //	invalidate.go, mutation.go, ws.go, bus.go   what changes entries from outside
 //	hooks.go, stats.go   Hooks, Stats, QueryStats (entry → metrics, traces, logs)
-//	client.go, gc.go, options.go, state.go, errors.go   the client, gc queue, options, State, errors
+//	client.go, gc.go, options.go, state.go, errors.go   the client, gc queue, client and query options, State, errors
 //
 // # Concepts
 //
@@ -96,6 +96,19 @@
 // *RequestError wrapping ErrInvalidPathValue. Every call after
 // Client.Close returns ErrClosed. Malformed endpoints panic in NewQuery, as
 // malformed patterns do in http.ServeMux.
+//
+// # Options
+//
+// An option's name says what it configures. Client options, given to
+// NewClient, start with With (WithBaseURL, WithBus); query options, given
+// to NewQuery, NewQueryFunc, NewQueryBatch or WithQueryDefaults, are bare
+// (StaleTime, Retry, Local); observer options, given to Use, UseSelect and
+// Observer.SetOptions, are bare too (RefetchInterval, Enabled, NotifyOn).
+// WebSocket options start with WS (WSReconnect), bus options with Bus
+// (BusPublish), mutation options with Mutation (MutationInvalidates,
+// MutationOnSuccess). Each feature declares its options in its own file
+// (ws.go, bus.go, mutation.go, refetch.go and select.go); options.go holds
+// the client and query options and their defaults.
 //
 // # Differences from TanStack Query
 //

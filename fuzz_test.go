@@ -6,6 +6,8 @@ import (
 	"errors"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/stretchr/testify/require"
 )
 
 // fuzzRouteKey carries, in the handler's context, the function a route
@@ -66,17 +68,13 @@ func FuzzRoute(f *testing.F) {
 		var chosen []string
 		ctx := context.WithValue(context.Background(), fuzzRouteKey{}, func(name string) { chosen = append(chosen, name) })
 		err := h(ctx, msg)
-		if len(chosen) > 1 {
-			t.Fatalf("%q: %d routes chosen: %q", msg, len(chosen), chosen)
-		}
+		require.LessOrEqualf(t, len(chosen), 1, "%q: %d routes chosen: %q", msg, len(chosen), chosen)
 		if !json.Valid(msg) || !utf8.Valid(msg) {
 			return // Route does not validate what it skips: anything but a panic will do
 		}
 		var m map[string]json.RawMessage
 		if json.Unmarshal(msg, &m) != nil {
-			if len(chosen) > 0 || err == nil {
-				t.Fatalf("%q is not an object, yet routed to %q, err %v", msg, chosen, err)
-			}
+			require.Truef(t, len(chosen) == 0 && err != nil, "%q is not an object, yet routed to %q, err %v", msg, chosen, err)
 			return
 		}
 		raw, ok := m["type"]
@@ -85,16 +83,11 @@ func FuzzRoute(f *testing.F) {
 			ok = false
 		}
 		if _, known := routes[want]; !ok || !known {
-			if len(chosen) > 0 || err == nil {
-				t.Fatalf("%q: encoding/json sees type %q (present %v), yet routed to %q, err %v", msg, want, ok, chosen, err)
-			}
+			require.Truef(t, len(chosen) == 0 && err != nil,
+				"%q: encoding/json sees type %q (present %v), yet routed to %q, err %v", msg, want, ok, chosen, err)
 			return
 		}
-		if len(chosen) != 1 || chosen[0] != want {
-			t.Fatalf("%q: encoding/json sees type %q, routed to %q (err %v)", msg, want, chosen, err)
-		}
-		if err != nil && want != "user" && want != "inv" {
-			t.Fatalf("%q: a handler that accepts everything failed: %v", msg, err)
-		}
+		require.Equalf(t, []string{want}, chosen, "%q: encoding/json sees type %q, routed to %q (err %v)", msg, want, chosen, err)
+		require.Truef(t, err == nil || want == "user" || want == "inv", "%q: a handler that accepts everything failed: %v", msg, err)
 	})
 }

@@ -121,9 +121,8 @@ func TestGCQueueRandomized(t *testing.T) {
 					}
 				}
 			}
-			if err := checkGCQueue(g, all); err != nil {
-				t.Fatalf("seed %d: %v; operations:\n%s", seed, err, strings.Join(ops, "\n"))
-			}
+			err := checkGCQueue(g, all)
+			require.NoErrorf(t, err, "seed %d; operations:\n%s", seed, strings.Join(ops, "\n"))
 		}
 		g.stop()
 	}

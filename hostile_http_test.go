@@ -124,7 +124,7 @@ func TestDotPathValuesNeverReachAWHATWGServer(t *testing.T) {
 	for _, v := range dotValues {
 		got, err := q.Fetch(ctx, v)
 		if err == nil {
-			t.Errorf("value %q was sent, and the server routed it to %q", v, got)
+			assert.Failf(t, "a bad path value was sent", "value %q was sent, and the server routed it to %q", v, got)
 			continue
 		}
 		checkRefused(t, err, "Fetch", v)

@@ -18,7 +18,7 @@ import (
 // Mutation is a typed write: Do sends a request with a JSON body of type B
 // to the endpoint bound by P, and decodes the answer into R. Around the
 // request it runs the mutation's hooks (optimistic updates and their
-// rollback, OnSuccess, OnError, OnSettled) and invalidates the queries the
+// rollback, MutationOnSuccess, MutationOnError, MutationOnSettled) and invalidates the queries the
 // write made outdated. Make one with NewMutation when the program starts and
 // share it; it is safe for concurrent use.
 type Mutation[P comparable, B, R any] struct {
@@ -27,7 +27,7 @@ type Mutation[P comparable, B, R any] struct {
 	ep   httpEndpoint
 	cfg  mutationConfig
 
-	queued bool // Serial or MutationScope
+	queued bool // MutationSerial or MutationScope
 	scope  any  // the queue's scope: the scope name, or the mutation itself
 
 	onMutate  []func(context.Context, P, B) (func(), error)
@@ -45,8 +45,8 @@ type Mutation[P comparable, B, R any] struct {
 //
 // NewMutation panics, as NewQuery does, when the template is malformed, when
 // P cannot bind it, when a relative URL is given to a client without
-// WithBaseURL, and when a hook option (OnMutate, OnSuccess, OnError,
-// OnSettled) was given a function of other types than P, B and R, naming
+// WithBaseURL, and when a hook option (MutationOnMutate, MutationOnSuccess, MutationOnError,
+// MutationOnSettled) was given a function of other types than P, B and R, naming
 // the types it got and the ones it needs.
 func NewMutation[P comparable, B, R any](c *Client, ep Endpoint, opts ...MutationOption) *Mutation[P, B, R] {
 	if c == nil {
@@ -74,13 +74,13 @@ func (m *Mutation[P, B, R]) addHook(h mutationHook) {
 	var ok bool
 	var want any
 	switch h.kind {
-	case "OnMutate":
+	case "MutationOnMutate":
 		ok, want = appendHook(&m.onMutate, h.fn)
-	case "OnSuccess":
+	case "MutationOnSuccess":
 		ok, want = appendHook(&m.onSuccess, h.fn)
-	case "OnError":
+	case "MutationOnError":
 		ok, want = appendHook(&m.onError, h.fn)
-	case "OnSettled":
+	case "MutationOnSettled":
 		ok, want = appendHook(&m.onSettled, h.fn)
 	}
 	if !ok {
@@ -99,53 +99,9 @@ func appendHook[F any](list *[]F, fn any) (ok bool, want F) {
 	return ok, want
 }
 
-// OnMutate adds a hook that runs before the request, once the call has its
-// turn (see Serial), typically to update cached data optimistically with
-// OptimisticUpdate, Query.Update or Query.SetData. The rollback it returns
-// (nil for none) runs when the mutation fails, before the OnError hooks;
-// the rollbacks of several OnMutate hooks run in reverse order. An error
-// from the hook fails the mutation without sending it; the rollbacks of the
-// hooks that ran, including one returned with the error, still run.
-//
-// P and B must be the mutation's types, or NewMutation panics naming both;
-// with a function literal Go infers them.
-func OnMutate[P comparable, B any](f func(ctx context.Context, p P, body B) (rollback func(), err error)) MutationOption {
-	return func(c *mutationConfig) { c.addHook("OnMutate", f, f == nil) }
-}
-
-// OnSuccess adds a hook that runs after a successful request, with its
-// decoded result, before the Invalidates filters are invalidated.
-//
-// P, B and R must be the mutation's types, or NewMutation panics naming
-// both.
-func OnSuccess[P comparable, B, R any](f func(ctx context.Context, r R, p P, body B)) MutationOption {
-	return func(c *mutationConfig) { c.addHook("OnSuccess", f, f == nil) }
-}
-
-// OnError adds a hook that runs after a failed mutation (the request or an
-// OnMutate hook failed, or the context ended or the client closed during
-// the call), once the rollbacks have run and before the Invalidates filters
-// are invalidated. err is what Do returns.
-//
-// P and B must be the mutation's types, or NewMutation panics naming both.
-func OnError[P comparable, B any](f func(ctx context.Context, err error, p P, body B)) MutationOption {
-	return func(c *mutationConfig) { c.addHook("OnError", f, f == nil) }
-}
-
-// OnSettled adds a hook that runs last, after success or failure, once the
-// Invalidates filters were invalidated and the refetches they started have
-// settled (or ctx ended). r is the zero R when err is not nil; err is what
-// Do returns.
-//
-// P, B and R must be the mutation's types, or NewMutation panics naming
-// both.
-func OnSettled[P comparable, B, R any](f func(ctx context.Context, r R, err error, p P, body B)) MutationOption {
-	return func(c *mutationConfig) { c.addHook("OnSettled", f, f == nil) }
-}
-
 // Key returns the key of p: the bound path split on "/", then the query
 // segment, as Query.Key builds it for the same template (without a
-// KeyPrefix). It is the key Serial queues calls by, and matches the key of a
+// KeyPrefix). It is the key MutationSerial queues calls by, and matches the key of a
 // query on the same URL: Filter{Key: m.Key(p)} selects that query's entry.
 // For a p that cannot be bound it returns the key as far as it can be built.
 func (m *Mutation[P, B, R]) Key(p P) Key {
@@ -153,19 +109,19 @@ func (m *Mutation[P, B, R]) Key(p P) Key {
 	return Key(k)
 }
 
-// Do runs the mutation: it waits for its turn when Serial or MutationScope
-// queues it, runs the OnMutate hooks, sends body as JSON to the URL bound by
-// p and decodes the answer into R. On success the OnSuccess hooks run; on
-// failure the rollbacks of the OnMutate hooks run, then the OnError hooks.
-// Then the Invalidates filters are invalidated (after a failure too) and Do
-// waits for the refetches that starts; then the OnSettled hooks run, and Do
+// Do runs the mutation: it waits for its turn when MutationSerial or MutationScope
+// queues it, runs the MutationOnMutate hooks, sends body as JSON to the URL bound by
+// p and decodes the answer into R. On success the MutationOnSuccess hooks run; on
+// failure the rollbacks of the MutationOnMutate hooks run, then the MutationOnError hooks.
+// Then the MutationInvalidates filters are invalidated (after a failure too) and Do
+// waits for the refetches that starts; then the MutationOnSettled hooks run, and Do
 // returns. Hooks run on the calling goroutine with ctx.
 //
 // Errors are those of a query: *HTTPError for an answer outside 2xx,
 // *DecodeError for a body that does not decode or validate, and an error
 // wrapping ctx's for a call whose ctx ends. A failed request is not retried
 // unless MutationRetry says so. While the client is offline (SetOnline) the
-// request waits, after the OnMutate hooks, until it is back online or ctx
+// request waits, after the MutationOnMutate hooks, until it is back online or ctx
 // ends. Client.Close cancels the request, and Do returns ErrClosed.
 //
 // Do returns at once, running no hook, with ErrClosed after Client.Close,
@@ -307,7 +263,7 @@ func (m *Mutation[P, B, R]) retryDelay(n int, err error) (time.Duration, bool) {
 	return backoff.Exponential(n, time.Second, maxMutationRetryDelay), true
 }
 
-// invalidate invalidates the Invalidates filters, each matching entry once,
+// invalidate invalidates the MutationInvalidates filters, each matching entry once,
 // and waits for the refetches that starts until they settle or ctx ends.
 func (m *Mutation[P, B, R]) invalidate(ctx context.Context) {
 	if len(m.cfg.invalidates) == 0 || m.c.closed.Load() {
@@ -330,6 +286,168 @@ func (m *Mutation[P, B, R]) invalidate(ctx context.Context) {
 	_ = waitAll(ctx, waits)
 }
 
+// ---------- mutation options ----------
+
+// MutationOption configures a Mutation in NewMutation.
+type MutationOption func(*mutationConfig)
+
+type mutationConfig struct {
+	invalidates []Filter
+	retry       int
+	retryDelay  func(failureCount int, err error) time.Duration
+	serial      bool   // queue Do calls per key
+	scope       string // queue Do calls across mutations of this scope
+	hooks       []mutationHook
+}
+
+// mutationHook is a typed hook kept untyped until NewMutation checks it
+// against the mutation's types.
+type mutationHook struct {
+	kind string // "MutationOnMutate", "MutationOnSuccess", "MutationOnError", "MutationOnSettled"
+	fn   any
+}
+
+func (c *mutationConfig) addHook(kind string, fn any, isNil bool) {
+	if !isNil {
+		c.hooks = append(c.hooks, mutationHook{kind, fn})
+	}
+}
+
+// MutationInvalidates adds filters that are invalidated after every Do that settles,
+// successful or not, before Do returns: after a success because the server
+// changed, after a failure because an optimistic update was rolled back to
+// data that may be outdated and the server may have applied part of the
+// change. Do waits for the refetches the invalidation starts (Filter.Refetch
+// says which) until they settle or its context ends; their errors land in
+// the entries' State, never in Do's result. An entry matched by several
+// filters is invalidated once. Calls that never start (the client is
+// closed, ctx has ended, p cannot be bound, ctx ends while waiting for a
+// turn under MutationSerial or MutationScope) invalidate nothing.
+func MutationInvalidates(filters ...Filter) MutationOption {
+	filters = append([]Filter(nil), filters...)
+	return func(c *mutationConfig) { c.invalidates = append(c.invalidates, filters...) }
+}
+
+// Invalidates is the old name of MutationInvalidates.
+//
+// Deprecated: use MutationInvalidates.
+func Invalidates(filters ...Filter) MutationOption { return MutationInvalidates(filters...) }
+
+// MutationRetry sets how many times a failed request of a mutation is
+// retried after the first attempt (default 0: mutations are not retried,
+// since they are usually not idempotent). As for queries, 4xx answers other
+// than 408 and 429, decode and validation errors are never retried, and a
+// Retry-After header sets the delay.
+func MutationRetry(n int) MutationOption {
+	if n < 0 {
+		panic(fmt.Sprintf("qcache: MutationRetry(%d): negative", n))
+	}
+	return func(c *mutationConfig) { c.retry = n }
+}
+
+// MutationRetryDelay sets the delay before each retry of a mutation, as
+// RetryDelay does for a query (default min(1s·2^failureCount, 30s)).
+func MutationRetryDelay(f func(failureCount int, err error) time.Duration) MutationOption {
+	return func(c *mutationConfig) { c.retryDelay = f }
+}
+
+// MutationSerial makes Do calls of the mutation whose parameters have the same key
+// (Mutation.Key) run one at a time, in the order they were called: each
+// waits for the one before it to settle, hooks and invalidation included.
+// Calls with different keys still run in parallel. Combined with
+// MutationScope, the queue is shared by every mutation of the scope, per
+// key.
+func MutationSerial() MutationOption {
+	return func(c *mutationConfig) { c.serial = true }
+}
+
+// Serial is the old name of MutationSerial.
+//
+// Deprecated: use MutationSerial.
+func Serial() MutationOption { return MutationSerial() }
+
+// MutationScope makes Do calls of every mutation of the client given the
+// same scope name run one at a time, in the order they were called, whatever
+// their parameters (TanStack Query's scope.id). With MutationSerial as well, the
+// queue is per scope and key: calls of the scope's mutations on the same key
+// run one at a time, calls on different keys in parallel. An empty name
+// turns the scope off.
+func MutationScope(name string) MutationOption {
+	return func(c *mutationConfig) { c.scope = name }
+}
+
+// MutationOnMutate adds a hook that runs before the request, once the call has its
+// turn (see MutationSerial), typically to update cached data optimistically with
+// OptimisticUpdate, Query.Update or Query.SetData. The rollback it returns
+// (nil for none) runs when the mutation fails, before the MutationOnError hooks;
+// the rollbacks of several MutationOnMutate hooks run in reverse order. An error
+// from the hook fails the mutation without sending it; the rollbacks of the
+// hooks that ran, including one returned with the error, still run.
+//
+// P and B must be the mutation's types, or NewMutation panics naming both;
+// with a function literal Go infers them.
+func MutationOnMutate[P comparable, B any](f func(ctx context.Context, p P, body B) (rollback func(), err error)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("MutationOnMutate", f, f == nil) }
+}
+
+// OnMutate is the old name of MutationOnMutate.
+//
+// Deprecated: use MutationOnMutate.
+func OnMutate[P comparable, B any](f func(ctx context.Context, p P, body B) (rollback func(), err error)) MutationOption {
+	return MutationOnMutate(f)
+}
+
+// MutationOnSuccess adds a hook that runs after a successful request, with its
+// decoded result, before the MutationInvalidates filters are invalidated.
+//
+// P, B and R must be the mutation's types, or NewMutation panics naming
+// both.
+func MutationOnSuccess[P comparable, B, R any](f func(ctx context.Context, r R, p P, body B)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("MutationOnSuccess", f, f == nil) }
+}
+
+// OnSuccess is the old name of MutationOnSuccess.
+//
+// Deprecated: use MutationOnSuccess.
+func OnSuccess[P comparable, B, R any](f func(ctx context.Context, r R, p P, body B)) MutationOption {
+	return MutationOnSuccess(f)
+}
+
+// MutationOnError adds a hook that runs after a failed mutation (the request or an
+// MutationOnMutate hook failed, or the context ended or the client closed during
+// the call), once the rollbacks have run and before the MutationInvalidates filters
+// are invalidated. err is what Do returns.
+//
+// P and B must be the mutation's types, or NewMutation panics naming both.
+func MutationOnError[P comparable, B any](f func(ctx context.Context, err error, p P, body B)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("MutationOnError", f, f == nil) }
+}
+
+// OnError is the old name of MutationOnError.
+//
+// Deprecated: use MutationOnError.
+func OnError[P comparable, B any](f func(ctx context.Context, err error, p P, body B)) MutationOption {
+	return MutationOnError(f)
+}
+
+// MutationOnSettled adds a hook that runs last, after success or failure, once the
+// MutationInvalidates filters were invalidated and the refetches they started have
+// settled (or ctx ended). r is the zero R when err is not nil; err is what
+// Do returns.
+//
+// P, B and R must be the mutation's types, or NewMutation panics naming
+// both.
+func MutationOnSettled[P comparable, B, R any](f func(ctx context.Context, r R, err error, p P, body B)) MutationOption {
+	return func(c *mutationConfig) { c.addHook("MutationOnSettled", f, f == nil) }
+}
+
+// OnSettled is the old name of MutationOnSettled.
+//
+// Deprecated: use MutationOnSettled.
+func OnSettled[P comparable, B, R any](f func(ctx context.Context, r R, err error, p P, body B)) MutationOption {
+	return MutationOnSettled(f)
+}
+
 // ---------- optimistic updates ----------
 
 // OptimisticUpdate replaces p's data with f(old, ok), as Query.Update does,
@@ -338,9 +456,9 @@ func (m *Mutation[P, B, R]) invalidate(ctx context.Context) {
 // Query.Remove). The rollback does nothing when p's data was written again
 // since (by a fetch, SetData, a WebSocket push, another update), so it never
 // overwrites newer data; nor does it when the client is closed. It is meant
-// for OnMutate:
+// for MutationOnMutate:
 //
-//	qcache.OnMutate(func(ctx context.Context, id int, t Todo) (func(), error) {
+//	qcache.MutationOnMutate(func(ctx context.Context, id int, t Todo) (func(), error) {
 //		return qcache.OptimisticUpdate(todo, id, func(Todo, bool) Todo { return t }), nil
 //	})
 func OptimisticUpdate[P comparable, T any](q *Query[P, T], p P, f func(old T, ok bool) T) (rollback func()) {
@@ -396,7 +514,7 @@ var mutationQueues = struct {
 
 type queueID struct {
 	c     *Client
-	scope any    // scope name, or the mutation for Serial alone
+	scope any    // scope name, or the mutation for MutationSerial alone
 	key   string // "" when the scope is not per key
 }
 

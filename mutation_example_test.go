@@ -66,17 +66,17 @@ func ExampleMutation_optimisticUpdate() {
 	todo = qcache.NewQuery[int, todoItem](c, qcache.Endpoint{URL: "/todos/$id"}, qcache.StaleTime(qcache.Forever))
 	toggle := qcache.NewMutation[int, todoPatch, todoItem](c,
 		qcache.Endpoint{Method: "PATCH", URL: "/todos/$id"},
-		qcache.OnMutate(func(ctx context.Context, id int, p todoPatch) (func(), error) {
+		qcache.MutationOnMutate(func(ctx context.Context, id int, p todoPatch) (func(), error) {
 			rollback := qcache.OptimisticUpdate(todo, id, func(old todoItem, _ bool) todoItem {
 				old.Done = p.Done
 				return old
 			})
 			return rollback, nil
 		}),
-		qcache.OnError(func(ctx context.Context, err error, id int, p todoPatch) {
+		qcache.MutationOnError(func(ctx context.Context, err error, id int, p todoPatch) {
 			fmt.Println("rolled back:", show())
 		}),
-		qcache.Invalidates(qcache.Filter{Key: qcache.Key{"todos"}, Refetch: qcache.RefetchAll}),
+		qcache.MutationInvalidates(qcache.Filter{Key: qcache.Key{"todos"}, Refetch: qcache.RefetchAll}),
 	)
 
 	ctx := context.Background()
@@ -132,7 +132,7 @@ func ExampleInvalidates() {
 
 	list := qcache.NewQuery[struct{}, []string](c, qcache.Endpoint{URL: "/todos"}, qcache.StaleTime(qcache.Forever))
 	add := qcache.NewMutation[struct{}, todoItem, todoItem](c, qcache.Endpoint{URL: "/todos"}, // "" means POST
-		qcache.Invalidates(qcache.Filter{Key: qcache.Key{"todos"}}))
+		qcache.MutationInvalidates(qcache.Filter{Key: qcache.Key{"todos"}}))
 
 	ctx := context.Background()
 	o := list.Use(ctx, struct{}{})

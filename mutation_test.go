@@ -276,7 +276,7 @@ func TestMutationErrors(t *testing.T) {
 	// A body that cannot be encoded fails before anything is sent or run.
 	called := false
 	bad := NewMutation[string, any, mutValidated](c, Endpoint{URL: "/$path"},
-		OnMutate(func(context.Context, string, any) (func(), error) { called = true; return nil, nil }))
+		MutationOnMutate(func(context.Context, string, any) (func(), error) { called = true; return nil, nil }))
 	hits.Store(0)
 	if _, err := bad.Do(t.Context(), "ok", func() {}); err == nil || called || hits.Load() != 0 {
 		t.Errorf("unencodable body: err %v, hook called %v, %d requests", err, called, hits.Load())
@@ -323,7 +323,7 @@ func TestMutationInvalidates(t *testing.T) {
 	c := s.client(t)
 	todo := NewQuery[int, mutTodo](c, Endpoint{URL: "/todos/$id"}, StaleTime(Forever))
 	edit := NewMutation[int, mutTodo, mutTodo](c, Endpoint{Method: "PATCH", URL: "/todos/$id"},
-		Invalidates(Filter{Key: Key{"todos"}}))
+		MutationInvalidates(Filter{Key: Key{"todos"}}))
 
 	// Todo 1 is observed; todo 2 is cached but unobserved.
 	o := todo.Use(t.Context(), 1)
@@ -377,8 +377,8 @@ func TestMutationOptimisticRollback(t *testing.T) {
 	}
 	var rolledBack atomic.Bool
 	edit := NewMutation[int, mutTodo, mutTodo](c, Endpoint{Method: "PATCH", URL: "/todos/$id"},
-		Invalidates(Filter{Key: Key{"todos"}}),
-		OnMutate(func(ctx context.Context, id int, t mutTodo) (func(), error) {
+		MutationInvalidates(Filter{Key: Key{"todos"}}),
+		MutationOnMutate(func(ctx context.Context, id int, t mutTodo) (func(), error) {
 			rb := OptimisticUpdate(todo, id, func(mutTodo, bool) mutTodo { return t })
 			return func() { rolledBack.Store(true); rb() }, nil
 		}))
@@ -423,8 +423,8 @@ func TestMutationOptimisticSticks(t *testing.T) {
 		return true
 	}
 	edit := NewMutation[int, mutTodo, mutTodo](c, Endpoint{Method: "PATCH", URL: "/todos/$id"},
-		Invalidates(Filter{Key: Key{"todos", "1"}, Exact: true}),
-		OnMutate(func(ctx context.Context, id int, t mutTodo) (func(), error) {
+		MutationInvalidates(Filter{Key: Key{"todos", "1"}, Exact: true}),
+		MutationOnMutate(func(ctx context.Context, id int, t mutTodo) (func(), error) {
 			return OptimisticUpdate(todo, id, func(mutTodo, bool) mutTodo { return t }), nil
 		}))
 	r, err := edit.Do(t.Context(), 1, optimistic)
@@ -497,17 +497,17 @@ func TestMutationHooks(t *testing.T) {
 	rec := func(format string, args ...any) { events = append(events, fmt.Sprintf(format, args...)) }
 	mutateErr := error(nil)
 	m := NewMutation[string, int, mutValidated](c, Endpoint{URL: "/$p"},
-		Invalidates(Filter{Key: Key{"things"}, Refetch: RefetchAll}),
-		OnMutate(func(ctx context.Context, p string, b int) (func(), error) {
+		MutationInvalidates(Filter{Key: Key{"things"}, Refetch: RefetchAll}),
+		MutationOnMutate(func(ctx context.Context, p string, b int) (func(), error) {
 			rec("mutate1 %s %d", p, b)
 			return func() { rec("rollback1") }, nil
 		}),
-		OnMutate(func(ctx context.Context, p string, b int) (func(), error) {
+		MutationOnMutate(func(ctx context.Context, p string, b int) (func(), error) {
 			rec("mutate2 %s %d", p, b)
 			return func() { rec("rollback2") }, mutateErr
 		}),
-		OnSuccess(func(ctx context.Context, r mutValidated, p string, b int) { rec("success %s %s %d", r.Name, p, b) }),
-		OnError(func(ctx context.Context, err error, p string, b int) {
+		MutationOnSuccess(func(ctx context.Context, r mutValidated, p string, b int) { rec("success %s %s %d", r.Name, p, b) }),
+		MutationOnError(func(ctx context.Context, err error, p string, b int) {
 			var he *HTTPError
 			if errors.As(err, &he) {
 				rec("error %d %s %d", he.StatusCode, p, b)
@@ -515,7 +515,7 @@ func TestMutationHooks(t *testing.T) {
 				rec("error %v", err)
 			}
 		}),
-		OnSettled(func(ctx context.Context, r mutValidated, err error, p string, b int) {
+		MutationOnSettled(func(ctx context.Context, r mutValidated, err error, p string, b int) {
 			st := q.State("x")
 			rec("settled %q %v %s %d (query invalidated %v, data %q)", r.Name, err != nil, p, b, st.IsInvalidated, st.Data)
 		}),
@@ -561,12 +561,17 @@ func TestMutationHookOfWrongTypesPanics(t *testing.T) {
 		opt  MutationOption
 		want string
 	}{
-		{OnMutate(func(context.Context, string, int) (func(), error) { return nil, nil }),
-			"OnMutate takes func(context.Context, string, int) (func(), error); this mutation needs func(context.Context, int, qcache.mutTodo) (func(), error)"},
-		{OnSuccess(func(context.Context, string, int, mutTodo) {}),
-			"OnSuccess takes func(context.Context, string, int, qcache.mutTodo); this mutation needs func(context.Context, qcache.mutValidated, int, qcache.mutTodo)"},
-		{OnError(func(context.Context, error, int, *mutTodo) {}), "OnError takes"},
-		{OnSettled(func(context.Context, mutTodo, error, int, mutTodo) {}), "OnSettled takes"},
+		{MutationOnMutate(func(context.Context, string, int) (func(), error) { return nil, nil }),
+			"MutationOnMutate takes func(context.Context, string, int) (func(), error); this mutation needs func(context.Context, int, qcache.mutTodo) (func(), error)"},
+		{MutationOnSuccess(func(context.Context, string, int, mutTodo) {}),
+			"MutationOnSuccess takes func(context.Context, string, int, qcache.mutTodo); this mutation needs func(context.Context, qcache.mutValidated, int, qcache.mutTodo)"},
+		{MutationOnError(func(context.Context, error, int, *mutTodo) {}), "MutationOnError takes"},
+		{MutationOnSettled(func(context.Context, mutTodo, error, int, mutTodo) {}), "MutationOnSettled takes"},
+		// The deprecated names are the same options.
+		{OnMutate(func(context.Context, string, int) (func(), error) { return nil, nil }), "MutationOnMutate takes"},
+		{OnSuccess(func(context.Context, string, int, mutTodo) {}), "MutationOnSuccess takes"},
+		{OnError(func(context.Context, error, int, *mutTodo) {}), "MutationOnError takes"},
+		{OnSettled(func(context.Context, mutTodo, error, int, mutTodo) {}), "MutationOnSettled takes"},
 	} {
 		func() {
 			defer func() {
@@ -580,8 +585,8 @@ func TestMutationHookOfWrongTypesPanics(t *testing.T) {
 	}
 	// Nil hooks are ignored.
 	NewMutation[int, mutTodo, mutTodo](c, Endpoint{URL: "/todos/$id"},
-		OnMutate[int, mutTodo](nil), OnSuccess[int, mutTodo, mutTodo](nil),
-		OnError[int, mutTodo](nil), OnSettled[int, mutTodo, mutTodo](nil))
+		MutationOnMutate[int, mutTodo](nil), MutationOnSuccess[int, mutTodo, mutTodo](nil),
+		MutationOnError[int, mutTodo](nil), MutationOnSettled[int, mutTodo, mutTodo](nil))
 }
 
 func TestNewMutationPanicsOnBadEndpoint(t *testing.T) {
@@ -679,7 +684,7 @@ func queued(c *Client) int {
 
 func TestMutationSerial(t *testing.T) {
 	s, c := newSerialServer(t)
-	m := NewMutation[string, string, string](c, Endpoint{URL: "/$k/items"}, Serial())
+	m := NewMutation[string, string, string](c, Endpoint{URL: "/$k/items"}, MutationSerial())
 	other := NewMutation[string, string, string](c, Endpoint{Method: "PUT", URL: "/$k/items"}) // the same key, not serial
 
 	const n = 5
@@ -765,8 +770,8 @@ func TestMutationScope(t *testing.T) {
 
 func TestMutationScopePerKey(t *testing.T) {
 	s, c := newSerialServer(t)
-	a := NewMutation[string, string, string](c, Endpoint{URL: "/$k"}, MutationScope("todos"), Serial())
-	b := NewMutation[string, string, string](c, Endpoint{Method: "PUT", URL: "/$k"}, MutationScope("todos"), Serial())
+	a := NewMutation[string, string, string](c, Endpoint{URL: "/$k"}, MutationScope("todos"), MutationSerial())
+	b := NewMutation[string, string, string](c, Endpoint{Method: "PUT", URL: "/$k"}, MutationScope("todos"), MutationSerial())
 	var wg sync.WaitGroup
 	wg.Go(func() { a.Do(t.Context(), "1", "a1") })
 	<-s.arrived
@@ -786,8 +791,8 @@ func TestMutationScopePerKey(t *testing.T) {
 func TestMutationQueueCancel(t *testing.T) {
 	s, c := newSerialServer(t)
 	var hooks atomic.Int64
-	m := NewMutation[string, string, string](c, Endpoint{URL: "/$k"}, Serial(),
-		OnSettled(func(context.Context, string, error, string, string) { hooks.Add(1) }))
+	m := NewMutation[string, string, string](c, Endpoint{URL: "/$k"}, MutationSerial(),
+		MutationOnSettled(func(context.Context, string, error, string, string) { hooks.Add(1) }))
 	var wg sync.WaitGroup
 	wg.Go(func() { m.Do(t.Context(), "k", "first") })
 	<-s.arrived
@@ -821,8 +826,8 @@ func TestMutationQueueCancel(t *testing.T) {
 func TestMutationClosed(t *testing.T) {
 	s, c := newSerialServer(t)
 	var rolledBack atomic.Bool
-	m := NewMutation[string, string, string](c, Endpoint{URL: "/$k"}, Serial(),
-		OnMutate(func(context.Context, string, string) (func(), error) {
+	m := NewMutation[string, string, string](c, Endpoint{URL: "/$k"}, MutationSerial(),
+		MutationOnMutate(func(context.Context, string, string) (func(), error) {
 			return func() { rolledBack.Store(true) }, nil
 		}))
 	errs := make(chan error, 2)
@@ -853,10 +858,10 @@ func TestMutationContextCancel(t *testing.T) {
 	s, c := newSerialServer(t)
 	var events []string
 	m := NewMutation[string, string, string](c, Endpoint{URL: "/$k"},
-		OnMutate(func(context.Context, string, string) (func(), error) {
+		MutationOnMutate(func(context.Context, string, string) (func(), error) {
 			return func() { events = append(events, "rollback") }, nil
 		}),
-		OnError(func(_ context.Context, err error, _ string, _ string) {
+		MutationOnError(func(_ context.Context, err error, _ string, _ string) {
 			events = append(events, fmt.Sprintf("error canceled=%v", errors.Is(err, context.Canceled)))
 		}))
 	ctx, cancel := context.WithCancel(t.Context())
@@ -900,7 +905,7 @@ func TestMutationDeadContext(t *testing.T) {
 	s, c := newSerialServer(t)
 	called := false
 	m := NewMutation[string, string, string](c, Endpoint{URL: "/$k"},
-		OnSettled(func(context.Context, string, error, string, string) { called = true }))
+		MutationOnSettled(func(context.Context, string, error, string, string) { called = true }))
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if _, err := m.Do(ctx, "k", "x"); !errors.Is(err, context.Canceled) || called {
@@ -910,5 +915,17 @@ func TestMutationDeadContext(t *testing.T) {
 	defer s.mu.Unlock()
 	if len(s.order) != 0 {
 		t.Errorf("sent %q", s.order)
+	}
+}
+
+func TestDeprecatedMutationOptionsMatchTheirNewNames(t *testing.T) {
+	f := Filter{Key: Key{"todos"}, Exact: true}
+	var old, cur mutationConfig
+	Invalidates(f)(&old)
+	Serial()(&old)
+	MutationInvalidates(f)(&cur)
+	MutationSerial()(&cur)
+	if !reflect.DeepEqual(old, cur) {
+		t.Errorf("Invalidates+Serial give %+v, MutationInvalidates+MutationSerial %+v", old, cur)
 	}
 }

@@ -536,3 +536,105 @@ func (o *Observer[T]) cleanup() {
 	close(o.ch)
 	o.mu.Unlock()
 }
+
+// ---------- observer options ----------
+
+// UseOption configures an Observer in Query.Use and Observer.SetOptions.
+type UseOption func(*useConfig)
+
+// Trigger says when an event (mount, focus, reconnect) refetches.
+type Trigger int
+
+const (
+	WhenStale Trigger = iota // refetch if the data is stale (default)
+	Always                   // refetch whatever the data
+	Never                    // do not refetch on this event
+)
+
+// String returns "WhenStale", "Always" or "Never".
+func (t Trigger) String() string {
+	switch t {
+	case WhenStale:
+		return "WhenStale"
+	case Always:
+		return "Always"
+	case Never:
+		return "Never"
+	}
+	return "Trigger(?)"
+}
+
+type useConfig struct {
+	interval     time.Duration
+	intervalFunc any // func(State[T]) time.Duration
+	equal        any // func(a, b T) bool
+	// The small fields together, so that an idle observer's config stays
+	// small: Triggers as int8.
+	onFocus, onReconnect, onMount int8
+	background                    bool
+	enabled                       bool
+	deepEqual                     bool
+	notify                        Notify // NotifyOn; 0: the observer's default
+}
+
+func defaultUseConfig() useConfig { return useConfig{enabled: true} }
+
+// RefetchInterval polls: the observer refetches d after the entry's last
+// state change. 0 turns polling off. It replaces a RefetchIntervalFunc.
+func RefetchInterval(d time.Duration) UseOption {
+	nonNegative("RefetchInterval", d)
+	return func(c *useConfig) { c.interval, c.intervalFunc = d, nil }
+}
+
+// RefetchIntervalFunc polls with an interval computed from the state. f is
+// asked again after every state change and when the data turns stale;
+// returning 0 (or less) stops polling until a later answer says otherwise.
+// It replaces a RefetchInterval. T must be the query's data type (also for
+// UseSelect: f sees the entry's state, not the selected one), or Use
+// panics; the method Query.RefetchIntervalFunc takes the same function
+// checked by the compiler. A panic in f stops polling and is logged; it
+// does not end the process.
+func RefetchIntervalFunc[T any](f func(State[T]) time.Duration) UseOption {
+	return func(c *useConfig) {
+		c.interval, c.intervalFunc = 0, f
+		if f == nil {
+			c.intervalFunc = nil
+		}
+	}
+}
+
+// RefetchIntervalFunc is the package's RefetchIntervalFunc with f's type
+// checked by the compiler against the query's: an observer of q (Use or
+// UseSelect) cannot panic on it.
+//
+//	obs := getJob.Use(ctx, id, getJob.RefetchIntervalFunc(func(s qcache.State[Job]) time.Duration {
+//		if s.Data.Done {
+//			return 0
+//		}
+//		return time.Second
+//	}))
+func (q *Query[P, T]) RefetchIntervalFunc(f func(State[T]) time.Duration) UseOption {
+	return RefetchIntervalFunc(f)
+}
+
+// RefetchIntervalInBackground keeps polling while the client is not focused
+// (default false: interval ticks are skipped while unfocused).
+func RefetchIntervalInBackground(on bool) UseOption {
+	return func(c *useConfig) { c.background = on }
+}
+
+// RefetchOnFocus sets what a focus transition (SetFocused(true) after false)
+// does (default WhenStale).
+func RefetchOnFocus(t Trigger) UseOption { return func(c *useConfig) { c.onFocus = int8(t) } }
+
+// RefetchOnReconnect sets what going back online (SetOnline(true) after
+// false) does (default WhenStale).
+func RefetchOnReconnect(t Trigger) UseOption { return func(c *useConfig) { c.onReconnect = int8(t) } }
+
+// RefetchOnMount sets what Use does when the observer starts (default
+// WhenStale).
+func RefetchOnMount(t Trigger) UseOption { return func(c *useConfig) { c.onMount = int8(t) } }
+
+// Enabled turns every automatic fetch of the observer on or off (default
+// on). A disabled observer still fetches on Observer.Refetch.
+func Enabled(on bool) UseOption { return func(c *useConfig) { c.enabled = on } }

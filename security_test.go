@@ -103,7 +103,7 @@ func TestPathValuesStayInTheirSegmentOnTheWire(t *testing.T) {
 			assert.False(t, strings.ContainsAny(seg, "?#\\ \t\r\n\x00"), "value %q: raw special byte in %q", v, seg)
 			for j := 0; j < len(seg); j++ {
 				if seg[j] < 0x21 || seg[j] >= 0x7f {
-					t.Errorf("value %q: raw byte %#x in segment %q", v, seg[j], seg)
+					assert.Failf(t, "raw byte in a key segment", "value %q: raw byte %#x in segment %q", v, seg[j], seg)
 					break
 				}
 			}
@@ -426,7 +426,7 @@ func TestEndlessBodyIsNotReadWhole(t *testing.T) {
 					assert.Error(t, err, "the server's write failed: the connection was closed")
 				}
 			case <-time.After(secServerSees):
-				t.Fatalf("after %v the server still streams (%d bytes written)", secServerSees, written.Load())
+				require.FailNowf(t, "the server still streams", "after %v the server still streams (%d bytes written)", secServerSees, written.Load())
 			}
 			v, _ := q.Peek(struct{}{})
 			assert.Equal(t, "cached", v, "the data stays")
@@ -520,7 +520,7 @@ func TestDecodedBodyCannotPanicTheClient(t *testing.T) {
 			func() {
 				defer func() {
 					if r := recover(); r != nil {
-						t.Fatalf("%s: %s panicked through the stream: %v", name, msg, r)
+						require.FailNowf(t, "panicked through the stream", "%s: %s panicked through the stream: %v", name, msg, r)
 					}
 				}()
 				s.handle([]byte(msg))

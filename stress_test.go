@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestStressRealClock: 8 goroutines mix every public operation on 3,000
@@ -28,9 +31,7 @@ func TestStressRealClock(t *testing.T) {
 	duration := 15 * time.Second
 	if s := os.Getenv("QCACHE_STRESS"); s != "" {
 		d, err := time.ParseDuration(s)
-		if err != nil {
-			t.Fatalf("QCACHE_STRESS: %v", err)
-		}
+		require.NoError(t, err, "QCACHE_STRESS")
 		duration = d
 	}
 	const (
@@ -175,20 +176,14 @@ func TestStressRealClock(t *testing.T) {
 	noHang(t, "Client.Close", func() { c.Close() })
 
 	st := c.Stats()
-	if settled := st.FetchSuccesses + st.FetchErrors + st.FetchCancelled; settled != st.Fetches {
-		t.Errorf("Fetches = %d, but %d settled: %+v", st.Fetches, settled, st)
-	}
-	if st.Observers != 0 {
-		t.Errorf("%d observers after Close", st.Observers)
-	}
-	if n := bad.Load(); n > 0 {
-		t.Errorf("%d violations, e.g. %v", n, badSample.Load())
-	}
+	assert.Equalf(t, st.Fetches, st.FetchSuccesses+st.FetchErrors+st.FetchCancelled,
+		"Fetches = %d, but not as many settled: %+v", st.Fetches, st)
+	assert.Zerof(t, st.Observers, "%d observers after Close", st.Observers)
+	n := bad.Load()
+	assert.Zerof(t, n, "%d violations, e.g. %v", n, badSample.Load())
 	var total int64
 	for w := range workers {
-		if ops[w].Load() == 0 {
-			t.Errorf("worker %d made no progress", w)
-		}
+		assert.NotZerof(t, ops[w].Load(), "worker %d made no progress", w)
 		total += ops[w].Load()
 	}
 	t.Logf("stress, %v, %d workers, %d keys, GOMAXPROCS %d: %d operations, %d upstream calls; %+v",

@@ -7,6 +7,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // timerChannel matches the standard library's timer channels.
@@ -38,17 +41,12 @@ func TestLibraryCodeWaitsWithoutTimerChannels(t *testing.T) {
 			checked++
 			for i, line := range strings.Split(string(src), "\n") {
 				code, _, _ := strings.Cut(line, "//")
-				if m := timerChannel.FindString(code); m != "" {
-					t.Errorf("%s:%d: %s…: wait through internal/wait instead", path, i+1, m)
-				}
+				m := timerChannel.FindString(code)
+				assert.Emptyf(t, m, "%s:%d: %s…: wait through internal/wait instead", path, i+1, m)
 			}
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 	}
-	if checked < 20 {
-		t.Fatalf("checked only %d files: is the test running in the module's root?", checked)
-	}
+	require.GreaterOrEqualf(t, checked, 20, "checked only %d files: is the test running in the module's root?", checked)
 }

@@ -83,32 +83,6 @@ type WSStream struct {
 	closeErr        error
 }
 
-// WSStableAfter sets how long a link must stay up for the reconnect delay
-// to go back to WSReconnect's minimum (default: WSReconnect's maximum). A
-// link that drops sooner counts as a failed attempt, whatever it
-// delivered, so a server that accepts, sends a message and closes is
-// dialled ever more slowly instead of in a tight loop. It panics unless d
-// is positive.
-func WSStableAfter(d time.Duration) WSOption {
-	if d <= 0 {
-		panic(fmt.Sprintf("qcache: WSStableAfter(%v): not positive", d))
-	}
-	return func(c *wsConfig) { c.stableAfter = d }
-}
-
-// WSResyncMinInterval sets the least time between two resyncs that
-// refetch (default 30s; 0 lets every reconnect refetch). A reconnect
-// sooner after the last one invalidates the WSResync filter without
-// refetching (Refetch: RefetchNone), so the entries are stale at once, and
-// one resync that refetches follows when the interval has passed since the
-// last (if the stream still runs). Then a link that flaps costs the
-// upstream one refetch per entry per interval, not one per reconnect. It
-// panics on a negative d.
-func WSResyncMinInterval(d time.Duration) WSOption {
-	nonNegative("WSResyncMinInterval", d)
-	return func(c *wsConfig) { c.resyncMinInterval = d }
-}
-
 // SubscribeWS starts a stream: it dials url (ws, wss, http or https),
 // calls WSOnConnect, then reads messages and hands each to h. When the link
 // drops (close frame, reset, an unanswered ping, a message over
@@ -685,6 +659,144 @@ func (s *WSStream) report(err error) {
 		}
 	}()
 	f(err)
+}
+
+// ---------- WebSocket options ----------
+
+// WSOption configures a stream in Client.SubscribeWS.
+type WSOption func(*wsConfig)
+
+type wsConfig struct {
+	minDelay, maxDelay time.Duration
+	resync             Filter
+	readLimit          int64
+	pingInterval       time.Duration
+	pingTimeout        time.Duration // 0: the ping interval
+	onConnect          func(ctx context.Context, s *WSStream) error
+	onError            func(error)
+	dial               *websocket.DialOptions
+	dialTimeout        time.Duration
+	stableAfter        time.Duration // 0: maxDelay; see WSStableAfter
+	resyncMinInterval  time.Duration // see WSResyncMinInterval
+}
+
+func defaultWSConfig() wsConfig {
+	return wsConfig{
+		minDelay:     500 * time.Millisecond,
+		maxDelay:     30 * time.Second,
+		readLimit:    1 << 20,
+		pingInterval: 30 * time.Second,
+		dialTimeout:  30 * time.Second,
+
+		resyncMinInterval: 30 * time.Second,
+	}
+}
+
+// WSReconnect sets the bounds of the delay before each reconnect (default
+// 500ms and 30s): the delay doubles after every failed attempt, with jitter,
+// and stays between min and max. It goes back to min once a link has
+// stayed up for WSStableAfter (default max): a link that drops sooner, even
+// after delivering messages, counts as a failed attempt. It panics unless
+// 0 < min ≤ max.
+func WSReconnect(min, max time.Duration) WSOption {
+	if min <= 0 || max < min {
+		panic(fmt.Sprintf("qcache: WSReconnect(%v, %v): want 0 < min <= max", min, max))
+	}
+	return func(c *wsConfig) { c.minDelay, c.maxDelay = min, max }
+}
+
+// WSResync sets the filter invalidated after every reconnect, because
+// messages were missed while the link was down (default Filter{}: every
+// entry, refetching the ones with an enabled observer). The first connect
+// does not invalidate, and refetching resyncs are rate-limited by
+// WSResyncMinInterval. Use Filter{Refetch: RefetchNone, Predicate: ...} to
+// narrow or soften it.
+func WSResync(f Filter) WSOption { return func(c *wsConfig) { c.resync = f } }
+
+// WSReadLimit bounds the size of one message (default 1 MiB). A larger
+// message is refused without being read into memory, reported, and the link
+// is re-established. It panics unless n is positive.
+func WSReadLimit(n int64) WSOption {
+	if n <= 0 {
+		panic(fmt.Sprintf("qcache: WSReadLimit(%d): not positive", n))
+	}
+	return func(c *wsConfig) { c.readLimit = n }
+}
+
+// WSOnConnect sets a function called after every connect, first and
+// reconnects alike, before any message is read: the place to send subscribe
+// messages with s.Send. ctx ends with the stream. An error (or a panic) is
+// reported, counted in Stats().Errors, and the link is re-established after
+// the backoff delay.
+func WSOnConnect(f func(ctx context.Context, s *WSStream) error) WSOption {
+	return func(c *wsConfig) { c.onConnect = f }
+}
+
+// WSOnError sets a function told of every error of the stream: refused or
+// failed dials, dropped links, OnConnect failures and bad messages. It is
+// called from the stream's goroutine, one call at a time, and must not block
+// for long. It is not told of the stream's own end.
+func WSOnError(f func(error)) WSOption { return func(c *wsConfig) { c.onError = f } }
+
+// WSDialOptions sets the options of every dial (HTTP client, headers,
+// subprotocols, compression). The stream does not modify o.
+func WSDialOptions(o *websocket.DialOptions) WSOption {
+	return func(c *wsConfig) { c.dial = o }
+}
+
+// WSDialTimeout bounds one handshake, from the TCP dial to the server's
+// answer (default 30s): a server that accepts the connection and never
+// answers is given up on after d, and dialled again after the backoff delay.
+// It panics unless d is positive.
+func WSDialTimeout(d time.Duration) WSOption {
+	if d <= 0 {
+		panic(fmt.Sprintf("qcache: WSDialTimeout(%v): not positive", d))
+	}
+	return func(c *wsConfig) { c.dialTimeout = d }
+}
+
+// WSPingInterval sets how often the stream pings the server to find a dead
+// link that no read would notice (default 30s; 0 turns pinging off). A ping
+// not answered within the ping timeout (by default the interval itself)
+// drops the link, which is then re-established. It panics on a negative d.
+func WSPingInterval(d time.Duration) WSOption {
+	nonNegative("WSPingInterval", d)
+	return func(c *wsConfig) { c.pingInterval = d }
+}
+
+// WSPingTimeout sets how long a ping may wait for its pong before the link
+// is dropped (default: the ping interval). It panics unless d is positive.
+func WSPingTimeout(d time.Duration) WSOption {
+	if d <= 0 {
+		panic(fmt.Sprintf("qcache: WSPingTimeout(%v): not positive", d))
+	}
+	return func(c *wsConfig) { c.pingTimeout = d }
+}
+
+// WSStableAfter sets how long a link must stay up for the reconnect delay
+// to go back to WSReconnect's minimum (default: WSReconnect's maximum). A
+// link that drops sooner counts as a failed attempt, whatever it
+// delivered, so a server that accepts, sends a message and closes is
+// dialled ever more slowly instead of in a tight loop. It panics unless d
+// is positive.
+func WSStableAfter(d time.Duration) WSOption {
+	if d <= 0 {
+		panic(fmt.Sprintf("qcache: WSStableAfter(%v): not positive", d))
+	}
+	return func(c *wsConfig) { c.stableAfter = d }
+}
+
+// WSResyncMinInterval sets the least time between two resyncs that
+// refetch (default 30s; 0 lets every reconnect refetch). A reconnect
+// sooner after the last one invalidates the WSResync filter without
+// refetching (Refetch: RefetchNone), so the entries are stale at once, and
+// one resync that refetches follows when the interval has passed since the
+// last (if the stream still runs). Then a link that flaps costs the
+// upstream one refetch per entry per interval, not one per reconnect. It
+// panics on a negative d.
+func WSResyncMinInterval(d time.Duration) WSOption {
+	nonNegative("WSResyncMinInterval", d)
+	return func(c *wsConfig) { c.resyncMinInterval = d }
 }
 
 // ---------- handlers ----------

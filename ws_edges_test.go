@@ -213,7 +213,7 @@ func TestWSUndialableURLEndsAtOnce(t *testing.T) {
 		select {
 		case <-s.Done():
 		default:
-			t.Fatalf("%q: the stream has not ended", tc.url)
+			require.FailNowf(t, "the stream has not ended", "%q: the stream has not ended", tc.url)
 		}
 		err := s.Err()
 		require.ErrorIs(t, err, ErrWSBadURL, "%q", tc.url)

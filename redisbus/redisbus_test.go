@@ -166,7 +166,7 @@ func TestThreeReplicas(t *testing.T) {
 	defer api.Close()
 	rename := qcache.NewMutation[string, string, struct{}](a.c,
 		qcache.Endpoint{Method: http.MethodPut, URL: api.URL + "/items/$id"},
-		qcache.Invalidates(qcache.Filter{Key: qcache.Key{"items"}}))
+		qcache.MutationInvalidates(qcache.Filter{Key: qcache.Key{"items"}}))
 	_, err := rename.Do(ctx, "1", "new name")
 	require.NoError(t, err)
 	eventually(t, dataIs(ob, 2), "B refetched")

@@ -5,33 +5,26 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestExponential(t *testing.T) {
 	want := []time.Duration{1, 2, 4, 8, 16, 30, 30, 30}
 	for n, w := range want {
-		if got := Exponential(n, time.Second, 30*time.Second); got != w*time.Second {
-			t.Errorf("Exponential(%d) = %v, want %v", n, got, w*time.Second)
-		}
+		assert.Equalf(t, w*time.Second, Exponential(n, time.Second, 30*time.Second), "Exponential(%d)", n)
 	}
-	if got := Exponential(1000, time.Second, 30*time.Second); got != 30*time.Second {
-		t.Errorf("Exponential(1000) = %v, want 30s", got)
-	}
-	if got := Exponential(-1, time.Second, 30*time.Second); got != time.Second {
-		t.Errorf("Exponential(-1) = %v, want 1s", got)
-	}
+	assert.Equal(t, 30*time.Second, Exponential(1000, time.Second, 30*time.Second), "Exponential(1000)")
+	assert.Equal(t, time.Second, Exponential(-1, time.Second, 30*time.Second), "Exponential(-1)")
 }
 
 func TestJittered(t *testing.T) {
 	for range 1000 {
 		d := Jittered(10 * time.Second)
-		if d < 5*time.Second || d > 10*time.Second {
-			t.Fatalf("Jittered(10s) = %v, outside [5s, 10s]", d)
-		}
+		require.Truef(t, d >= 5*time.Second && d <= 10*time.Second, "Jittered(10s) = %v, outside [5s, 10s]", d)
 	}
-	if Jittered(0) != 0 {
-		t.Fatal("Jittered(0) != 0")
-	}
+	require.Zero(t, Jittered(0), "Jittered(0) != 0")
 }
 
 func TestRetryAfter(t *testing.T) {
@@ -61,9 +54,8 @@ func TestRetryAfter(t *testing.T) {
 			h.Set("Retry-After", tt.v)
 		}
 		got, ok := RetryAfter(h, now)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("RetryAfter(%q) = %v, %v; want %v, %v", tt.v, got, ok, tt.want, tt.ok)
-		}
+		assert.Equalf(t, tt.want, got, "RetryAfter(%q)", tt.v)
+		assert.Equalf(t, tt.ok, ok, "RetryAfter(%q) ok", tt.v)
 	}
 }
 
@@ -88,8 +80,8 @@ func TestRetryAfterWithin(t *testing.T) {
 			h.Set("Retry-After", tt.v)
 		}
 		d, ok, within := RetryAfterWithin(h, now, 30*time.Second)
-		if d != tt.d || ok != tt.ok || within != tt.within {
-			t.Errorf("RetryAfterWithin(%q) = %v, %v, %v; want %v, %v, %v", tt.v, d, ok, within, tt.d, tt.ok, tt.within)
-		}
+		assert.Equalf(t, tt.d, d, "RetryAfterWithin(%q)", tt.v)
+		assert.Equalf(t, tt.ok, ok, "RetryAfterWithin(%q) ok", tt.v)
+		assert.Equalf(t, tt.within, within, "RetryAfterWithin(%q) within", tt.v)
 	}
 }

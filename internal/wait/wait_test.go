@@ -96,7 +96,7 @@ func TestTickerStop(t *testing.T) {
 		time.Sleep(5 * time.Second)
 		select {
 		case <-k.C:
-			t.Error("a tick came after Stop")
+			assert.Fail(t, "a tick came after Stop")
 		default:
 		}
 		k.Stop() // a second Stop does nothing
