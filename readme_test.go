@@ -35,6 +35,9 @@ import (
 // cache whenever its own tests build; a sub-module's may not be, and then
 // its blocks are skipped, saying why.
 func TestREADMECodeBlocksCompile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the docs' code with the go command (seconds); skipped in -short mode")
+	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("the go command is not on PATH, so the docs' code cannot be built:", err)
