@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/qcache-go/qcache"
+	"github.com/qcache-go/qcache/internal/querystats"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -202,19 +203,7 @@ func (t *Telemetry) observe(_ context.Context, o metric.Observer) error {
 	t.mu.Lock()
 	clients := slices.Clone(t.clients)
 	t.mu.Unlock()
-	var names []string
-	sums := map[string]*qcache.QueryStats{}
-	for _, c := range clients {
-		for _, s := range c.QueryStats() {
-			sum, ok := sums[s.Name]
-			if !ok {
-				names = append(names, s.Name)
-				sums[s.Name] = &s
-				continue
-			}
-			add(sum, &s)
-		}
-	}
+	names, sums := querystats.ByName(clients)
 	for _, name := range names {
 		s := sums[name]
 		at := metric.WithAttributeSet(attribute.NewSet(AttrQuery.String(name)))
@@ -228,18 +217,6 @@ func (t *Telemetry) observe(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(t.inFlight, int64(s.InFlight), at)
 	}
 	return nil
-}
-
-// add adds the counters and gauges of s to sum.
-func add(sum, s *qcache.QueryStats) {
-	sum.Entries += s.Entries
-	sum.Observers += s.Observers
-	sum.InFlight += s.InFlight
-	sum.Hits += s.Hits
-	sum.Misses += s.Misses
-	sum.StaleServed += s.StaleServed
-	sum.Retries += s.Retries
-	sum.Deduplicated += s.Deduplicated
 }
 
 // spanKey carries the fetch's span from FetchStart to Retry and FetchEnd,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/qcache-go/qcache"
+	"github.com/qcache-go/qcache/internal/querystats"
 )
 
 // Collector is a prometheus.Collector of qcache metrics. Its Hooks count
@@ -215,39 +216,10 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	clients := slices.Clone(m.clients)
 	m.mu.Unlock()
-	var names []string
-	sums := map[string]*qcache.QueryStats{}
-	for _, c := range clients {
-		for _, s := range c.QueryStats() {
-			sum, ok := sums[s.Name]
-			if !ok {
-				names = append(names, s.Name)
-				sums[s.Name] = &s
-				continue
-			}
-			add(sum, &s)
-		}
-	}
+	names, sums := querystats.ByName(clients)
 	for _, q := range m.perQuery {
 		for _, name := range names {
 			ch <- prometheus.MustNewConstMetric(q.desc, q.typ, q.value(sums[name]), name)
 		}
 	}
-}
-
-// add adds the counters and gauges of s to sum.
-func add(sum, s *qcache.QueryStats) {
-	sum.Entries += s.Entries
-	sum.Observers += s.Observers
-	sum.InFlight += s.InFlight
-	sum.Hits += s.Hits
-	sum.Misses += s.Misses
-	sum.StaleServed += s.StaleServed
-	sum.Fetches += s.Fetches
-	sum.FetchSuccesses += s.FetchSuccesses
-	sum.FetchErrors += s.FetchErrors
-	sum.FetchCancelled += s.FetchCancelled
-	sum.Retries += s.Retries
-	sum.Deduplicated += s.Deduplicated
-	sum.Evictions += s.Evictions
 }
