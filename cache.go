@@ -473,6 +473,12 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 // with the fetch's cancellation.
 func (e *entry[P, T]) acquireSlot(op *fetchOp[T]) (release func(), err error) {
 	q := e.q
+	if (q.sem == nil && q.c.sem == nil) || op.nested {
+		// No bound; or its caller, a fetch function, holds a slot and
+		// waits for it: a slot of its own could never come with a bound of
+		// one.
+		return noRelease, nil
+	}
 	var held []*semaphore.Weighted
 	release = func() {
 		for _, s := range held {
@@ -480,11 +486,6 @@ func (e *entry[P, T]) acquireSlot(op *fetchOp[T]) (release func(), err error) {
 		}
 	}
 	queued := false
-	if op.nested {
-		// Its caller, a fetch function, holds a slot and waits for it: a
-		// slot of its own could never come with a bound of one.
-		return release, nil
-	}
 	for _, s := range [...]*semaphore.Weighted{q.sem, q.c.sem} {
 		if s == nil {
 			continue
@@ -506,6 +507,8 @@ func (e *entry[P, T]) acquireSlot(op *fetchOp[T]) (release func(), err error) {
 	}
 	return release, nil
 }
+
+func noRelease() {}
 
 // setFetchStatus publishes st while op is the fetch in flight.
 func (e *entry[P, T]) setFetchStatus(op *fetchOp[T], st FetchStatus) {
