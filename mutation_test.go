@@ -8,13 +8,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 type mutTodo struct {
@@ -143,7 +145,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			require.FailNowf(t, "timed out", "timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -174,33 +176,23 @@ func TestMutationSendsJSONAndDecodes(t *testing.T) {
 
 	m := NewMutation[params, in, mutTodo](c, Endpoint{Method: "put", URL: "/todos/$id", Header: http.Header{"X-Ep": {"yes"}}})
 	r, err := m.Do(t.Context(), params{ID: 7, Notify: true}, in{Title: "new"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (mutTodo{ID: 7, Title: "new", Done: true}); r != want {
-		t.Errorf("result = %+v, want %+v", r, want)
-	}
-	if got.method != "PUT" || got.path != "/api/todos/7" || got.query != "notify=true" {
-		t.Errorf("request = %s %s?%s, want PUT /api/todos/7?notify=true", got.method, got.path, got.query)
-	}
-	if got.ctype != "application/json" || got.accept != "application/json" || got.header != "yes" {
-		t.Errorf("headers: Content-Type %q, Accept %q, X-Ep %q", got.ctype, got.accept, got.header)
-	}
-	if string(got.body) != `{"title":"new"}` {
-		t.Errorf("body = %s", got.body)
-	}
-	if k := m.Key(params{ID: 7, Notify: true}); !slices.Equal(k, Key{"todos", "7", "?notify=true"}) {
-		t.Errorf("Key = %q", k)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, mutTodo{ID: 7, Title: "new", Done: true}, r, "result")
+	assert.Equal(t, "PUT", got.method, "request method")
+	assert.Equal(t, "/api/todos/7", got.path, "request path")
+	assert.Equal(t, "notify=true", got.query, "request query")
+	assert.Equal(t, "application/json", got.ctype, "Content-Type")
+	assert.Equal(t, "application/json", got.accept, "Accept")
+	assert.Equal(t, "yes", got.header, "X-Ep")
+	assert.Equal(t, `{"title":"new"}`, string(got.body), "body")
+	assert.Equal(t, Key{"todos", "7", "?notify=true"}, m.Key(params{ID: 7, Notify: true}), "Key")
 
 	// Method "" means POST; path values are escaped.
 	post := NewMutation[string, in, mutTodo](c, Endpoint{URL: "/todos/$id"})
-	if _, err := post.Do(t.Context(), "../admin", in{Title: "x"}); err != nil {
-		t.Fatal(err)
-	}
-	if got.method != "POST" || got.path != "/api/todos/..%2Fadmin" {
-		t.Errorf("request = %s %s, want POST /api/todos/..%%2Fadmin", got.method, got.path)
-	}
+	_, err = post.Do(t.Context(), "../admin", in{Title: "x"})
+	require.NoError(t, err)
+	assert.Equal(t, "POST", got.method, "request method")
+	assert.Equal(t, "/api/todos/..%2Fadmin", got.path, "request path")
 }
 
 func TestMutationEmptyAnswerGivesZero(t *testing.T) {
@@ -211,9 +203,8 @@ func TestMutationEmptyAnswerGivesZero(t *testing.T) {
 		c := NewClient(WithBaseURL(srv.URL))
 		m := NewMutation[int, struct{}, *mutTodo](c, Endpoint{Method: "DELETE", URL: "/todos/$id"})
 		r, err := m.Do(t.Context(), 1, struct{}{})
-		if err != nil || r != nil {
-			t.Errorf("status %d: Do = %v, %v; want nil, nil", status, r, err)
-		}
+		assert.NoError(t, err, "status %d", status)
+		assert.Nil(t, r, "status %d", status)
 		c.Close()
 		srv.Close()
 	}
@@ -248,43 +239,39 @@ func TestMutationErrors(t *testing.T) {
 		hits.Store(0)
 		_, err := m.Do(t.Context(), tc.path, nil)
 		var he *HTTPError
-		if !errors.As(err, &he) || he.StatusCode != tc.status || he.Method != "POST" || !strings.HasSuffix(he.URL, "/"+tc.path) {
-			t.Errorf("%s: err = %v, want *HTTPError %d", tc.path, err, tc.status)
+		if assert.ErrorAs(t, err, &he, tc.path) {
+			assert.Equal(t, tc.status, he.StatusCode, tc.path)
+			assert.Equal(t, "POST", he.Method, tc.path)
+			assert.True(t, strings.HasSuffix(he.URL, "/"+tc.path), "%s: URL %s", tc.path, he.URL)
 		}
-		if n := hits.Load(); n != 1 {
-			t.Errorf("%s: %d requests, want 1 (no retries by default)", tc.path, n)
-		}
+		assert.Equal(t, int64(1), hits.Load(), "%s: requests (no retries by default)", tc.path)
 	}
-	if _, err := m.Do(t.Context(), "422", nil); err != nil && !strings.Contains(string(func() []byte {
-		var he *HTTPError
-		errors.As(err, &he)
-		return he.Body
-	}()), "title required") {
-		t.Errorf("HTTPError.Body does not hold the answer: %v", err)
+	_, err := m.Do(t.Context(), "422", nil)
+	var he *HTTPError
+	if assert.ErrorAs(t, err, &he) {
+		assert.Contains(t, string(he.Body), "title required", "HTTPError.Body holds the answer")
 	}
 	for _, path := range []string{"badjson", "invalid"} {
 		_, err := m.Do(t.Context(), path, nil)
 		var de *DecodeError
-		if !errors.As(err, &de) {
-			t.Errorf("%s: err = %v, want *DecodeError", path, err)
-		}
+		assert.ErrorAs(t, err, &de, path)
 	}
-	if r, err := m.Do(t.Context(), "ok", nil); err != nil || r.Name != "ann" {
-		t.Errorf("ok: Do = %+v, %v", r, err)
-	}
+	r, err := m.Do(t.Context(), "ok", nil)
+	assert.NoError(t, err, "ok")
+	assert.Equal(t, "ann", r.Name, "ok")
 
 	// A body that cannot be encoded fails before anything is sent or run.
 	called := false
 	bad := NewMutation[string, any, mutValidated](c, Endpoint{URL: "/$path"},
 		MutationOnMutate(func(context.Context, string, any) (func(), error) { called = true; return nil, nil }))
 	hits.Store(0)
-	if _, err := bad.Do(t.Context(), "ok", func() {}); err == nil || called || hits.Load() != 0 {
-		t.Errorf("unencodable body: err %v, hook called %v, %d requests", err, called, hits.Load())
-	}
+	_, err = bad.Do(t.Context(), "ok", func() {})
+	assert.Error(t, err, "unencodable body")
+	assert.False(t, called, "unencodable body: hook called")
+	assert.Zero(t, hits.Load(), "unencodable body: requests")
 	// So does a p that cannot be bound.
-	if _, err := m.Do(t.Context(), "", nil); err == nil || !strings.Contains(err.Error(), "empty value") {
-		t.Errorf("empty path value: err = %v", err)
-	}
+	_, err = m.Do(t.Context(), "", nil)
+	assert.ErrorContains(t, err, "empty value", "empty path value")
 }
 
 func TestMutationRetry(t *testing.T) {
@@ -306,16 +293,15 @@ func TestMutationRetry(t *testing.T) {
 	defer c.Close()
 	m := NewMutation[string, int, string](c, Endpoint{URL: "/$p"}, MutationRetry(2),
 		MutationRetryDelay(func(int, error) time.Duration { return time.Millisecond }))
-	if r, err := m.Do(t.Context(), "x", 1); err != nil || r != "ok" || hits.Load() != 3 {
-		t.Errorf("Do = %q, %v after %d requests; want ok after 3", r, err, hits.Load())
-	}
+	r, err := m.Do(t.Context(), "x", 1)
+	assert.NoError(t, err)
+	assert.Equal(t, "ok", r)
+	assert.Equal(t, int64(3), hits.Load(), "requests: ok after 3")
 	hits.Store(0)
-	if _, err := m.Do(t.Context(), "bad", 1); err == nil || hits.Load() != 1 {
-		t.Errorf("400: err %v after %d requests; want an error after 1", err, hits.Load())
-	}
-	if got := c.Stats().Retries; got != 2 {
-		t.Errorf("Stats.Retries = %d, want 2", got)
-	}
+	_, err = m.Do(t.Context(), "bad", 1)
+	assert.Error(t, err, "400")
+	assert.Equal(t, int64(1), hits.Load(), "400: an error after 1 request")
+	assert.Equal(t, uint64(2), c.Stats().Retries, "Stats.Retries")
 }
 
 func TestMutationInvalidates(t *testing.T) {
@@ -329,32 +315,27 @@ func TestMutationInvalidates(t *testing.T) {
 	o := todo.Use(t.Context(), 1)
 	defer o.Close()
 	waitFor(t, "the observer's first fetch", func() bool { return o.State().HasData })
-	if _, err := todo.Get(t.Context(), 2); err != nil {
-		t.Fatal(err)
-	}
+	_, err := todo.Get(t.Context(), 2)
+	require.NoError(t, err)
 	gets := s.gets.Load()
 
 	r, err := edit.Do(t.Context(), 1, mutTodo{Title: "buy oat milk"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Title != "buy oat milk" {
-		t.Errorf("result = %+v", r)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, "buy oat milk", r.Title, "result = %+v", r)
 	// The observed entry was refetched before Do returned.
-	if got := s.gets.Load() - gets; got != 1 {
-		t.Errorf("%d refetches, want 1 (the observed entry only)", got)
-	}
-	if st := o.State(); st.Data.Title != "buy oat milk" || st.IsInvalidated || st.IsFetching() {
-		t.Errorf("observed state after Do = %+v", st)
-	}
+	assert.Equal(t, int64(1), s.gets.Load()-gets, "refetches (the observed entry only)")
+	st := o.State()
+	assert.Equal(t, "buy oat milk", st.Data.Title, "observed state after Do = %+v", st)
+	assert.False(t, st.IsInvalidated, "observed state after Do = %+v", st)
+	assert.False(t, st.IsFetching(), "observed state after Do = %+v", st)
 	// The unobserved one is marked and refetches on its next Get.
-	if st := todo.State(2); !st.IsInvalidated || !st.IsStale || st.Data.Title != "walk dog" {
-		t.Errorf("unobserved state after Do = %+v", st)
-	}
-	if _, err := todo.Get(t.Context(), 2); err != nil || s.gets.Load()-gets != 2 {
-		t.Errorf("Get of the invalidated entry: err %v, %d fetches", err, s.gets.Load()-gets)
-	}
+	st = todo.State(2)
+	assert.True(t, st.IsInvalidated, "unobserved state after Do = %+v", st)
+	assert.True(t, st.IsStale, "unobserved state after Do = %+v", st)
+	assert.Equal(t, "walk dog", st.Data.Title, "unobserved state after Do = %+v", st)
+	_, err = todo.Get(t.Context(), 2)
+	assert.NoError(t, err, "Get of the invalidated entry")
+	assert.Equal(t, int64(2), s.gets.Load()-gets, "fetches after Get of the invalidated entry")
 }
 
 func TestMutationOptimisticRollback(t *testing.T) {
@@ -385,23 +366,15 @@ func TestMutationOptimisticRollback(t *testing.T) {
 	gets := s.gets.Load()
 	_, err := edit.Do(t.Context(), 1, optimistic)
 	var he *HTTPError
-	if !errors.As(err, &he) || he.StatusCode != 500 {
-		t.Fatalf("Do err = %v, want a 500", err)
-	}
-	if !rolledBack.Load() {
-		t.Error("rollback did not run")
-	}
-	if d, _ := todo.Peek(1); d != old {
-		t.Errorf("data after rollback = %+v, want %+v", d, old)
-	}
-	if got := s.gets.Load() - gets; got != 1 {
-		t.Errorf("%d refetches after the failure, want 1 (Invalidates runs on failure too)", got)
-	}
+	require.ErrorAs(t, err, &he, "want a 500")
+	require.Equal(t, 500, he.StatusCode, "Do err = %v", err)
+	assert.True(t, rolledBack.Load(), "rollback did not run")
+	d, _ := todo.Peek(1)
+	assert.Equal(t, old, d, "data after rollback")
+	assert.Equal(t, int64(1), s.gets.Load()-gets, "refetches after the failure (Invalidates runs on failure too)")
 	o.Close()
 	<-col.done
-	if got, want := col.list(), []mutTodo{old, optimistic, old}; !slices.Equal(got, want) {
-		t.Errorf("observer saw %+v, want %+v", got, want)
-	}
+	assert.Equal(t, []mutTodo{old, optimistic, old}, col.list(), "observer saw")
 }
 
 func TestMutationOptimisticSticks(t *testing.T) {
@@ -428,17 +401,14 @@ func TestMutationOptimisticSticks(t *testing.T) {
 			return OptimisticUpdate(todo, id, func(mutTodo, bool) mutTodo { return t }), nil
 		}))
 	r, err := edit.Do(t.Context(), 1, optimistic)
-	if err != nil || r != truth {
-		t.Fatalf("Do = %+v, %v", r, err)
-	}
-	if st := o.State(); st.Data != truth || st.IsInvalidated {
-		t.Errorf("state after Do = %+v, want the server's %+v", st, truth)
-	}
+	require.NoError(t, err)
+	require.Equal(t, truth, r, "Do")
+	st := o.State()
+	assert.Equal(t, truth, st.Data, "state after Do = %+v, want the server's", st)
+	assert.False(t, st.IsInvalidated, "state after Do = %+v", st)
 	o.Close()
 	<-col.done
-	if got, want := col.list(), []mutTodo{old, optimistic, truth}; !slices.Equal(got, want) {
-		t.Errorf("observer saw %+v, want %+v", got, want)
-	}
+	assert.Equal(t, []mutTodo{old, optimistic, truth}, col.list(), "observer saw")
 }
 
 func TestOptimisticUpdateRollback(t *testing.T) {
@@ -449,34 +419,29 @@ func TestOptimisticUpdateRollback(t *testing.T) {
 	// Restores old data.
 	q.SetData(1, 10)
 	rb := OptimisticUpdate(q, 1, func(old int, ok bool) int { return old + 1 })
-	if v, _ := q.Peek(1); v != 11 {
-		t.Fatalf("optimistic value %d, want 11", v)
-	}
+	v, _ := q.Peek(1)
+	require.Equal(t, 11, v, "optimistic value")
 	rb()
 	rb() // a second call does nothing
-	if v, ok := q.Peek(1); v != 10 || !ok {
-		t.Errorf("after rollback %d, %v; want 10", v, ok)
-	}
+	v, ok := q.Peek(1)
+	assert.True(t, ok, "after rollback")
+	assert.Equal(t, 10, v, "after rollback")
 
 	// Does not overwrite newer data.
 	rb = OptimisticUpdate(q, 1, func(old int, ok bool) int { return 20 })
 	q.SetData(1, 30) // a push from the server
 	rb()
-	if v, _ := q.Peek(1); v != 30 {
-		t.Errorf("rollback overwrote newer data: %d, want 30", v)
-	}
+	v, _ = q.Peek(1)
+	assert.Equal(t, 30, v, "rollback overwrote newer data")
 
 	// Removes data that was not there.
 	rb = OptimisticUpdate(q, 2, func(old int, ok bool) int {
-		if ok {
-			t.Error("ok for a missing entry")
-		}
+		assert.False(t, ok, "ok for a missing entry")
 		return 5
 	})
 	rb()
-	if _, ok := q.Peek(2); ok {
-		t.Error("rollback kept data that was not there before")
-	}
+	_, ok = q.Peek(2)
+	assert.False(t, ok, "rollback kept data that was not there before")
 }
 
 func TestMutationHooks(t *testing.T) {
@@ -524,30 +489,25 @@ func TestMutationHooks(t *testing.T) {
 
 	check := func(name string, want ...string) {
 		t.Helper()
-		if !slices.Equal(events, want) {
-			t.Errorf("%s: events\n%s\nwant\n%s", name, strings.Join(events, "\n"), strings.Join(want, "\n"))
-		}
+		assert.Equal(t, want, events, "%s: events\n%s", name, strings.Join(events, "\n"))
 		events = nil
 	}
-	if _, err := m.Do(t.Context(), "ok", 1); err != nil {
-		t.Fatal(err)
-	}
+	_, err := m.Do(t.Context(), "ok", 1)
+	require.NoError(t, err)
 	check("success",
 		"mutate1 ok 1", "mutate2 ok 1", `success ok:1 ok 1`,
 		`settled "ok:1" false ok 1 (query invalidated false, data "fetched")`)
 
 	q.SetData("x", "set")
-	if _, err := m.Do(t.Context(), "fail", 2); err == nil {
-		t.Fatal("no error")
-	}
+	_, err = m.Do(t.Context(), "fail", 2)
+	require.Error(t, err)
 	check("failure",
 		"mutate1 fail 2", "mutate2 fail 2", "rollback2", "rollback1", "error 409 fail 2",
 		`settled "" true fail 2 (query invalidated false, data "fetched")`)
 
 	mutateErr = errors.New("offline draft")
-	if _, err := m.Do(t.Context(), "ok", 3); err == nil || !strings.Contains(err.Error(), "offline draft") {
-		t.Fatalf("err = %v", err)
-	}
+	_, err = m.Do(t.Context(), "ok", 3)
+	require.ErrorContains(t, err, "offline draft")
 	check("OnMutate error",
 		"mutate1 ok 3", "mutate2 ok 3", "rollback2", "rollback1",
 		"error qcache: POST /$p: OnMutate: offline draft",
@@ -576,9 +536,8 @@ func TestMutationHookOfWrongTypesPanics(t *testing.T) {
 		func() {
 			defer func() {
 				msg := fmt.Sprint(recover())
-				if !strings.Contains(msg, tc.want) || !strings.Contains(msg, "PATCH /todos/$id") {
-					t.Errorf("panic %q, want it to contain %q", msg, tc.want)
-				}
+				assert.Contains(t, msg, tc.want, "panic")
+				assert.Contains(t, msg, "PATCH /todos/$id", "panic")
 			}()
 			NewMutation[int, mutTodo, mutValidated](c, Endpoint{Method: "PATCH", URL: "/todos/$id"}, tc.opt)
 		}()
@@ -599,14 +558,7 @@ func TestNewMutationPanicsOnBadEndpoint(t *testing.T) {
 		"relative, no base": func() { NewMutation[int, int, int](noBase, Endpoint{URL: "/todos/$id"}) },
 		"nil client":        func() { NewMutation[int, int, int](nil, Endpoint{URL: "/todos/$id"}) },
 	} {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Errorf("%s: no panic", name)
-				}
-			}()
-			f()
-		}()
+		assert.Panics(t, f, name)
 	}
 }
 
@@ -647,9 +599,7 @@ func newSerialServer(t *testing.T) (*serialServer, *Client) {
 		s.inflight[key]++
 		s.total++
 		s.maxPar = max(s.maxPar, s.total)
-		if s.inflight[key] > 1 {
-			t.Errorf("%s: %d requests in flight at once", key, s.inflight[key])
-		}
+		assert.LessOrEqual(t, s.inflight[key], 1, "%s: requests in flight at once", key)
 		s.order = append(s.order, body)
 		s.mu.Unlock()
 		s.arrived <- body
@@ -693,16 +643,12 @@ func TestMutationSerial(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			r, err := m.Do(t.Context(), "a", fmt.Sprint(i))
-			if err != nil {
-				t.Error(err)
-			}
+			assert.NoError(t, err) // not require: this is not the test's goroutine
 			results[i] = r
 		})
 		waitFor(t, "the call to queue", func() bool { return queued(c) == i+1 })
 	}
-	if got := <-s.arrived; got != "0" {
-		t.Fatalf("first request %q, want 0", got)
-	}
+	require.Equal(t, "0", <-s.arrived, "first request")
 	// Another key of the same mutation runs beside them, and so does another
 	// mutation on the same key.
 	var wg2 sync.WaitGroup
@@ -716,23 +662,15 @@ func TestMutationSerial(t *testing.T) {
 	for i := range n {
 		s.let(fmt.Sprint(i))
 		if i < n-1 {
-			if got := <-s.arrived; got != fmt.Sprint(i+1) {
-				t.Fatalf("request %d: %q, want %d", i+1, got, i+1)
-			}
+			require.Equal(t, fmt.Sprint(i+1), <-s.arrived, "request %d", i+1)
 		}
 	}
 	wg.Wait()
 	for i, r := range results {
-		if r != fmt.Sprint(i) {
-			t.Errorf("result %d = %q", i, r)
-		}
+		assert.Equal(t, fmt.Sprint(i), r, "result %d", i)
 	}
-	if want := []string{"0", "b", "other", "1", "2", "3", "4"}; !slices.Equal(sortMiddle(s.order), want) {
-		t.Errorf("server order %q, want %q", s.order, want)
-	}
-	if q := queued(c); q != 0 {
-		t.Errorf("%d calls left in the queues", q)
-	}
+	assert.Equal(t, []string{"0", "b", "other", "1", "2", "3", "4"}, sortMiddle(s.order), "server order %q", s.order)
+	assert.Zero(t, queued(c), "calls left in the queues")
 }
 
 // sortMiddle sorts order[1:3], which arrive in either order.
@@ -763,9 +701,8 @@ func TestMutationScope(t *testing.T) {
 	wg.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if want := []string{"add x", "del y", "add z"}; !slices.Equal(s.order, want) || s.maxPar != 1 {
-		t.Errorf("order %q with up to %d in flight; want %q one at a time", s.order, s.maxPar, want)
-	}
+	assert.Equal(t, []string{"add x", "del y", "add z"}, s.order, "order")
+	assert.Equal(t, 1, s.maxPar, "requests in flight at once")
 }
 
 func TestMutationScopePerKey(t *testing.T) {
@@ -781,9 +718,7 @@ func TestMutationScopePerKey(t *testing.T) {
 	waitFor(t, "b1 to queue", func() bool { return queued(c) == 3 })
 	s.let("b2")
 	s.let("a1")
-	if got := <-s.arrived; got != "b1" {
-		t.Errorf("got %q, want b1", got)
-	}
+	assert.Equal(t, "b1", <-s.arrived)
 	s.let("b1")
 	wg.Wait()
 }
@@ -806,21 +741,13 @@ func TestMutationQueueCancel(t *testing.T) {
 	wg.Go(func() { m.Do(t.Context(), "k", "third") })
 	waitFor(t, "the third call to queue", func() bool { return queued(c) == 3 })
 	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Errorf("err = %v, want context.Canceled", err)
-	}
+	assert.ErrorIs(t, <-errc, context.Canceled)
 	s.let("first")
-	if got := <-s.arrived; got != "third" {
-		t.Errorf("next request %q, want third", got)
-	}
+	assert.Equal(t, "third", <-s.arrived, "next request")
 	s.let("third")
 	wg.Wait()
-	if n := hooks.Load(); n != 2 {
-		t.Errorf("OnSettled ran %d times, want 2 (not for the call that never started)", n)
-	}
-	if q := queued(c); q != 0 {
-		t.Errorf("%d calls left in the queues", q)
-	}
+	assert.Equal(t, int64(2), hooks.Load(), "OnSettled runs (not for the call that never started)")
+	assert.Zero(t, queued(c), "calls left in the queues")
 }
 
 func TestMutationClosed(t *testing.T) {
@@ -837,21 +764,14 @@ func TestMutationClosed(t *testing.T) {
 	waitFor(t, "the second call to queue", func() bool { return queued(c) == 2 })
 	c.Close()
 	for range 2 {
-		if err := <-errs; !errors.Is(err, ErrClosed) {
-			t.Errorf("err = %v, want ErrClosed", err)
-		}
+		assert.ErrorIs(t, <-errs, ErrClosed)
 	}
-	if !rolledBack.Load() {
-		t.Error("the cancelled call was not rolled back")
-	}
-	if _, err := m.Do(t.Context(), "k", "after"); err != ErrClosed {
-		t.Errorf("Do after Close: %v, want ErrClosed", err)
-	}
+	assert.True(t, rolledBack.Load(), "the cancelled call was not rolled back")
+	_, err := m.Do(t.Context(), "k", "after")
+	assert.Same(t, ErrClosed, err, "Do after Close: %v", err)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !reflect.DeepEqual(s.order, []string{"in flight"}) {
-		t.Errorf("server got %q", s.order)
-	}
+	assert.Equal(t, []string{"in flight"}, s.order, "server got")
 }
 
 func TestMutationContextCancel(t *testing.T) {
@@ -869,36 +789,25 @@ func TestMutationContextCancel(t *testing.T) {
 	go func() { _, err := m.Do(ctx, "k", "slow"); errc <- err }()
 	<-s.arrived
 	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Errorf("err = %v, want context.Canceled", err)
-	}
-	if want := []string{"rollback", "error canceled=true"}; !slices.Equal(events, want) {
-		t.Errorf("events %q, want %q", events, want)
-	}
+	assert.ErrorIs(t, <-errc, context.Canceled)
+	assert.Equal(t, []string{"rollback", "error canceled=true"}, events)
 
 	// A deadline reached while offline: the request is never sent.
 	c.SetOnline(false)
 	ctx, cancel = context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()
-	if _, err := m.Do(ctx, "k", "offline"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("offline: err = %v, want DeadlineExceeded", err)
-	}
+	_, err := m.Do(ctx, "k", "offline")
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "offline")
 	s.mu.Lock()
-	if len(s.order) != 1 {
-		t.Errorf("requests sent: %q", s.order)
-	}
+	assert.Len(t, s.order, 1, "requests sent")
 	s.mu.Unlock()
 	// Back online, a waiting call goes on.
 	errc = make(chan error, 1)
 	go func() { _, err := m.Do(t.Context(), "k", "later"); errc <- err }()
 	c.SetOnline(true)
-	if got := <-s.arrived; got != "later" {
-		t.Errorf("got %q", got)
-	}
+	assert.Equal(t, "later", <-s.arrived)
 	s.let("later")
-	if err := <-errc; err != nil {
-		t.Error(err)
-	}
+	assert.NoError(t, <-errc)
 }
 
 func TestMutationDeadContext(t *testing.T) {
@@ -908,14 +817,12 @@ func TestMutationDeadContext(t *testing.T) {
 		MutationOnSettled(func(context.Context, string, error, string, string) { called = true }))
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := m.Do(ctx, "k", "x"); !errors.Is(err, context.Canceled) || called {
-		t.Errorf("err %v, hook called %v; want context.Canceled and no hook", err, called)
-	}
+	_, err := m.Do(ctx, "k", "x")
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.False(t, called, "hook called")
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.order) != 0 {
-		t.Errorf("sent %q", s.order)
-	}
+	assert.Empty(t, s.order, "sent")
 }
 
 func TestDeprecatedMutationOptionsMatchTheirNewNames(t *testing.T) {
@@ -925,7 +832,5 @@ func TestDeprecatedMutationOptionsMatchTheirNewNames(t *testing.T) {
 	Serial()(&old)
 	MutationInvalidates(f)(&cur)
 	MutationSerial()(&cur)
-	if !reflect.DeepEqual(old, cur) {
-		t.Errorf("Invalidates+Serial give %+v, MutationInvalidates+MutationSerial %+v", old, cur)
-	}
+	assert.Equal(t, old, cur, "Invalidates+Serial against MutationInvalidates+MutationSerial")
 }
