@@ -1,7 +1,6 @@
 package endpoint
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"reflect"
@@ -9,6 +8,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 type UserID int64
@@ -148,16 +150,10 @@ func TestCompileErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b, err := Compile(tt.tmpl, tt.typ)
-			if err == nil {
-				t.Fatalf("Compile(%q, %v) = %v, want error", tt.tmpl, tt.typ, b)
-			}
-			if !strings.HasPrefix(err.Error(), "qcache: endpoint ") {
-				t.Errorf("error %q lacks prefix", err)
-			}
+			require.Error(t, err, "Compile(%q, %v) = %v, want error", tt.tmpl, tt.typ, b)
+			assert.True(t, strings.HasPrefix(err.Error(), "qcache: endpoint "), "error %q lacks prefix", err)
 			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
+				assert.ErrorContains(t, err, w)
 			}
 		})
 	}
@@ -167,9 +163,7 @@ func TestCompileExactMessage(t *testing.T) {
 	type P struct{}
 	_, err := Compile("/users/$userId", reflect.TypeFor[P]())
 	want := `qcache: endpoint "/users/$userId": template variable "userId" is not bound by type endpoint.P`
-	if err == nil || err.Error() != want {
-		t.Fatalf("err = %v, want %s", err, want)
-	}
+	require.EqualError(t, err, want)
 }
 
 func TestParseVars(t *testing.T) {
@@ -199,15 +193,10 @@ func TestParseVars(t *testing.T) {
 				fields[i] = reflect.StructField{Name: fmt.Sprintf("F%d", i), Type: reflect.TypeFor[string](), Tag: reflect.StructTag(fmt.Sprintf(`path:"%s"`, v))}
 			}
 			b, err := Compile(tt.tmpl, reflect.StructOf(fields))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := b.Vars(); !slices.Equal(got, tt.vars) {
-				t.Errorf("Vars() = %q, want %q", got, tt.vars)
-			}
-			if b.Absolute() != tt.absolute {
-				t.Errorf("Absolute() = %v", b.Absolute())
-			}
+			require.NoError(t, err)
+			got := b.Vars()
+			assert.True(t, slices.Equal(got, tt.vars), "Vars() = %q, want %q", got, tt.vars) // nil and empty alike
+			assert.Equal(t, tt.absolute, b.Absolute(), "Absolute()")
 		})
 	}
 }
@@ -249,22 +238,12 @@ func TestBind(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b, err := Compile(tt.tmpl, reflect.TypeOf(tt.p))
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			path, query, key, err := b.Bind(tt.p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if path != tt.path {
-				t.Errorf("path = %q, want %q", path, tt.path)
-			}
-			if query != tt.query {
-				t.Errorf("query = %q, want %q", query, tt.query)
-			}
-			if !slices.Equal(key, tt.key) {
-				t.Errorf("key = %q, want %q", key, tt.key)
-			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.path, path, "path")
+			assert.Equal(t, tt.query, query, "query")
+			assert.True(t, slices.Equal(key, tt.key), "key = %q, want %q", key, tt.key) // nil and empty alike
 		})
 	}
 }
@@ -275,45 +254,31 @@ func TestKeysSpecExamples(t *testing.T) {
 		Page   int `query:"page,omitempty"`
 	}
 	b, err := Compile("/users/$userId", reflect.TypeFor[Q]())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	_, _, key, err := b.Bind(Q{UserID: 42})
-	if err != nil || !slices.Equal(key, []string{"users", "42"}) {
-		t.Fatalf("key = %q, err = %v", key, err)
-	}
+	require.NoError(t, err)
+	require.Equal(t, []string{"users", "42"}, key)
 	_, _, key, err = b.Bind(Q{UserID: 42, Page: 2})
-	if err != nil || !slices.Equal(key, []string{"users", "42", "?page=2"}) {
-		t.Fatalf("key = %q, err = %v", key, err)
-	}
+	require.NoError(t, err)
+	require.Equal(t, []string{"users", "42", "?page=2"}, key)
 }
 
 func TestBindErrors(t *testing.T) {
 	b, err := Compile("/users/$userId", reflect.TypeFor[P]())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	_, _, _, err = b.Bind(P{})
-	if err == nil || err.Error() != `qcache: empty value for path variable "userId"` {
-		t.Errorf("empty value: err = %v", err)
-	}
-	if _, _, _, err = b.Bind("42"); err == nil || !strings.Contains(err.Error(), "want endpoint.P") {
-		t.Errorf("wrong type: err = %v", err)
-	}
-	if _, _, _, err = b.Bind(&P{UserId: "1"}); err == nil {
-		t.Error("pointer: want error")
-	}
-	if _, _, _, err = b.Bind(nil); err == nil {
-		t.Error("nil: want error")
-	}
+	assert.EqualError(t, err, `qcache: empty value for path variable "userId"`, "empty value")
+	_, _, _, err = b.Bind("42")
+	assert.ErrorContains(t, err, "want endpoint.P", "wrong type")
+	_, _, _, err = b.Bind(&P{UserId: "1"})
+	assert.Error(t, err, "pointer")
+	_, _, _, err = b.Bind(nil)
+	assert.Error(t, err, "nil")
 	type SP struct{ S emptyStringer }
 	bs, err := Compile("/status/$s", reflect.TypeFor[SP]())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, _, err = bs.Bind(SP{}); err == nil || !strings.Contains(err.Error(), `"s"`) {
-		t.Errorf("empty stringer: err = %v", err)
-	}
+	require.NoError(t, err)
+	_, _, _, err = bs.Bind(SP{})
+	assert.ErrorContains(t, err, `"s"`, "empty stringer")
 }
 
 type emptyStringer struct{}
@@ -345,19 +310,14 @@ func TestCompileFunc(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b, err := CompileFunc(reflect.TypeOf(tt.p))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if b.Absolute() || b.Vars() != nil {
-				t.Errorf("Absolute() = %v, Vars() = %q", b.Absolute(), b.Vars())
-			}
+			require.NoError(t, err)
+			assert.False(t, b.Absolute(), "Absolute()")
+			assert.Nil(t, b.Vars(), "Vars()")
 			path, query, key, err := b.Bind(tt.p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if path != "" || query != tt.query || !slices.Equal(key, tt.key) {
-				t.Errorf("Bind = %q, %q, %q; want \"\", %q, %q", path, query, key, tt.query, tt.key)
-			}
+			require.NoError(t, err)
+			assert.Empty(t, path, "Bind path")
+			assert.Equal(t, tt.query, query, "Bind query")
+			assert.True(t, slices.Equal(key, tt.key), "Bind key = %q, want %q", key, tt.key) // nil and empty alike
 		})
 	}
 
@@ -371,8 +331,9 @@ func TestCompileFunc(t *testing.T) {
 		}](),
 		nil,
 	} {
-		if _, err := CompileFunc(typ); err == nil || !strings.HasPrefix(err.Error(), "qcache: function query: ") {
-			t.Errorf("CompileFunc(%v): err = %v", typ, err)
+		_, err := CompileFunc(typ)
+		if assert.Error(t, err, "CompileFunc(%v)", typ) {
+			assert.True(t, strings.HasPrefix(err.Error(), "qcache: function query: "), "CompileFunc(%v): err = %v", typ, err)
 		}
 	}
 }
@@ -403,41 +364,28 @@ var hostile = []struct{ in, want string }{
 
 func TestEscapingHostile(t *testing.T) {
 	b, err := Compile("/a/$x/b", reflect.TypeFor[struct{ X string }]())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	abs, err := Compile("http://api.test/a/$x/b", reflect.TypeFor[string]())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	for _, h := range hostile {
 		t.Run(fmt.Sprintf("%q", h.in), func(t *testing.T) {
 			path, query, key, err := b.Bind(struct{ X string }{h.in})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if query != "" {
-				t.Errorf("query = %q", query)
-			}
+			require.NoError(t, err)
+			assert.Empty(t, query, "query")
 			wantPath := "/a/" + h.want + "/b"
-			if path != wantPath {
-				t.Errorf("path = %q, want %q", path, wantPath)
-			}
+			assert.Equal(t, wantPath, path, "path")
 			checkSafePath(t, path, h.in)
-			if !slices.Equal(key, []string{"a", h.want, "b"}) {
-				t.Errorf("key = %q", key)
-			}
+			assert.Equal(t, []string{"a", h.want, "b"}, key, "key")
 
 			apath, _, akey, err := abs.Bind(h.in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if apath != "http://api.test"+wantPath || !slices.Equal(akey, key) {
-				t.Errorf("absolute: path = %q, key = %q", apath, akey)
-			}
+			require.NoError(t, err)
+			assert.Equal(t, "http://api.test"+wantPath, apath, "absolute: path")
+			assert.Equal(t, key, akey, "absolute: key")
 			u, err := url.Parse(apath)
-			if err != nil || u.Host != "api.test" || u.Scheme != "http" || u.EscapedPath() != wantPath {
-				t.Errorf("absolute: parse %q: %v %+v", apath, err, u)
+			if assert.NoError(t, err, "absolute: parse %q", apath) {
+				assert.Equal(t, "api.test", u.Host, "absolute: parse %q", apath)
+				assert.Equal(t, "http", u.Scheme, "absolute: parse %q", apath)
+				assert.Equal(t, wantPath, u.EscapedPath(), "absolute: parse %q", apath)
 			}
 		})
 	}
@@ -448,43 +396,34 @@ func TestEscapingHostile(t *testing.T) {
 func checkSafePath(t *testing.T, path, value string) {
 	t.Helper()
 	segs := strings.Split(path, "/")
-	if len(segs) != 4 || segs[0] != "" || segs[1] != "a" || segs[3] != "b" {
-		t.Fatalf("path %q: segments %q", path, segs)
-	}
+	require.Len(t, segs, 4, "path %q: segments %q", path, segs)
+	require.Equal(t, "", segs[0], "path %q: segments %q", path, segs)
+	require.Equal(t, "a", segs[1], "path %q: segments %q", path, segs)
+	require.Equal(t, "b", segs[3], "path %q: segments %q", path, segs)
 	seg := segs[2]
-	if strings.ContainsAny(seg, "?#/\r\n\x00 ") {
-		t.Errorf("segment %q contains a raw special character", seg)
-	}
-	if seg == "." || seg == ".." {
-		t.Errorf("segment %q is a dot segment", seg)
-	}
+	assert.False(t, strings.ContainsAny(seg, "?#/\r\n\x00 "), "segment %q contains a raw special character", seg)
+	assert.False(t, seg == "." || seg == "..", "segment %q is a dot segment", seg)
 	for i := 0; i < len(seg); i++ {
 		if seg[i] >= 0x80 || seg[i] < 0x20 {
-			t.Errorf("segment %q contains a raw non-ASCII or control byte", seg)
+			assert.Failf(t, "raw byte in a segment", "segment %q contains a raw non-ASCII or control byte", seg)
 			break
 		}
 	}
-	if got, err := url.PathUnescape(seg); err != nil || got != value {
-		t.Errorf("PathUnescape(%q) = %q, %v; want %q", seg, got, err, value)
-	}
+	got, err := url.PathUnescape(seg)
+	assert.NoError(t, err, "PathUnescape(%q)", seg)
+	assert.Equal(t, value, got, "PathUnescape(%q)", seg)
 	u, err := url.Parse("http://api.test" + path)
-	if err != nil {
-		t.Fatalf("url.Parse: %v", err)
-	}
-	if u.Host != "api.test" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		t.Errorf("url %q: host %q query %q fragment %q", path, u.Host, u.RawQuery, u.Fragment)
-	}
-	if ep := u.EscapedPath(); len(strings.Split(ep, "/")) != 4 {
-		t.Errorf("url %q: escaped path %q has wrong segment count", path, ep)
-	}
+	require.NoError(t, err, "url.Parse")
+	assert.Equal(t, "api.test", u.Host, "url %q: host", path)
+	assert.Empty(t, u.RawQuery, "url %q: query", path)
+	assert.Empty(t, u.Fragment, "url %q: fragment", path)
+	assert.Nil(t, u.User, "url %q: user", path)
+	ep := u.EscapedPath()
+	assert.Len(t, strings.Split(ep, "/"), 4, "url %q: escaped path %q has wrong segment count", path, ep)
 	ref, err := url.Parse(path)
-	if err != nil {
-		t.Fatalf("url.Parse(%q): %v", path, err)
-	}
+	require.NoError(t, err, "url.Parse(%q)", path)
 	base, _ := url.Parse("http://api.test/base/")
-	if r := base.ResolveReference(ref); r.Host != "api.test" {
-		t.Errorf("ResolveReference(%q) host = %q", path, r.Host)
-	}
+	assert.Equal(t, "api.test", base.ResolveReference(ref).Host, "ResolveReference(%q) host", path)
 }
 
 func TestEscapingQuery(t *testing.T) {
@@ -493,28 +432,23 @@ func TestEscapingQuery(t *testing.T) {
 		A string `query:"a"`
 	}
 	b, err := Compile("/s", reflect.TypeFor[Q]())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	path, query, key, err := b.Bind(Q{Q: "x&admin=1#f\r\n", A: "é /?"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	want := "a=%C3%A9+%2F%3F&q=x%26admin%3D1%23f%0D%0A"
-	if path != "/s" || query != want || !slices.Equal(key, []string{"s", "?" + want}) {
-		t.Fatalf("got %q %q %q", path, query, key)
-	}
+	require.Equal(t, "/s", path)
+	require.Equal(t, want, query)
+	require.Equal(t, []string{"s", "?" + want}, key)
 	v, err := url.ParseQuery(query)
-	if err != nil || len(v) != 2 || v.Get("q") != "x&admin=1#f\r\n" || v.Get("a") != "é /?" {
-		t.Fatalf("ParseQuery(%q) = %v, %v", query, v, err)
-	}
+	require.NoError(t, err, "ParseQuery(%q)", query)
+	require.Len(t, v, 2, "ParseQuery(%q)", query)
+	require.Equal(t, "x&admin=1#f\r\n", v.Get("q"), "ParseQuery(%q)", query)
+	require.Equal(t, "é /?", v.Get("a"), "ParseQuery(%q)", query)
 }
 
 func TestConcurrentBind(t *testing.T) {
 	b, err := Compile("/users/$userId/posts/{postId}?active=true", reflect.TypeFor[postP]())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Add(1)
@@ -523,15 +457,12 @@ func TestConcurrentBind(t *testing.T) {
 			for j := range 200 {
 				p := postP{User: UserID(i), PostID: uint16(j), Page: j, Q: "x"}
 				path, query, key, err := b.Bind(p)
-				if err != nil {
-					t.Error(err)
+				if !assert.NoError(t, err) { // not require: this is not the test's goroutine
 					return
 				}
-				if want := fmt.Sprintf("/users/%d/posts/%d", i, j); path != want {
-					t.Errorf("path = %q, want %q", path, want)
-				}
-				if len(key) != 5 || key[4] != "?"+query {
-					t.Errorf("key = %q", key)
+				assert.Equal(t, fmt.Sprintf("/users/%d/posts/%d", i, j), path)
+				if assert.Len(t, key, 5) {
+					assert.Equal(t, "?"+query, key[4], "key = %q", key)
 				}
 			}
 		}()
@@ -541,13 +472,9 @@ func TestConcurrentBind(t *testing.T) {
 
 func TestVarsIsCopy(t *testing.T) {
 	b, err := Compile("/a/$x", reflect.TypeFor[string]())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	b.Vars()[0] = "mutated"
-	if b.Vars()[0] != "x" {
-		t.Fatal("Vars() exposes internal slice")
-	}
+	require.Equal(t, "x", b.Vars()[0], "Vars() exposes internal slice")
 }
 
 // TestBindRefusesDotAndEmptyValues: a path value that is "." or ".." in any
@@ -561,21 +488,13 @@ func TestBindRefusesDotAndEmptyValues(t *testing.T) {
 		B string `path:"b"`
 	}
 	one, err := Compile("/a/$x/b", reflect.TypeFor[X]())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	abs, err := Compile("https://api.test/a/$x/b", reflect.TypeFor[string]())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	affix, err := Compile("/a/v$x.json", reflect.TypeFor[string]())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	two, err := Compile("/a/{a}{b}/c", reflect.TypeFor[Two]())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tests := []struct {
 		name  string
 		b     *Binding
@@ -621,20 +540,12 @@ func TestBindRefusesDotAndEmptyValues(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path, _, key, err := tt.b.Bind(tt.p)
 			if tt.refer == "" {
-				if err != nil {
-					t.Fatalf("Bind(%#v): %v", tt.p, err)
-				}
+				require.NoError(t, err, "Bind(%#v)", tt.p)
 				return
 			}
-			if err == nil {
-				t.Fatalf("Bind(%#v) = %q, key %q: want an error", tt.p, path, key)
-			}
-			if !strings.Contains(err.Error(), fmt.Sprintf("%q", tt.refer)) {
-				t.Errorf("error %q does not name variable %q", err, tt.refer)
-			}
-			if !errors.Is(err, ErrInvalidPathValue) {
-				t.Errorf("error %q does not wrap ErrInvalidPathValue", err)
-			}
+			require.Error(t, err, "Bind(%#v) = %q, key %q: want an error", tt.p, path, key)
+			assert.ErrorContains(t, err, fmt.Sprintf("%q", tt.refer), "the error names the variable")
+			assert.ErrorIs(t, err, ErrInvalidPathValue)
 		})
 	}
 }
@@ -642,18 +553,17 @@ func TestBindRefusesDotAndEmptyValues(t *testing.T) {
 func TestWrapValueErrors(t *testing.T) {
 	type wrapped struct{ error }
 	b, err := Compile("/a/$x", reflect.TypeFor[string](), WrapValueErrors(func(err error) error { return wrapped{err} }))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	for _, v := range []string{"", "..", "%2E"} {
 		_, _, _, err := b.Bind(v)
-		if w, ok := err.(wrapped); !ok || !errors.Is(w.error, ErrInvalidPathValue) {
-			t.Errorf("Bind(%q): err = %#v, want it wrapped", v, err)
+		w, ok := err.(wrapped)
+		if assert.True(t, ok, "Bind(%q): err = %#v, want it wrapped", v, err) {
+			assert.ErrorIs(t, w.error, ErrInvalidPathValue, "Bind(%q)", v)
 		}
 	}
-	if _, _, _, err := b.Bind(42); err == nil {
-		t.Error("wrong type: want an error")
-	} else if _, ok := err.(wrapped); ok {
-		t.Errorf("wrong type: err = %v is not about a value, and is not wrapped", err)
+	_, _, _, err = b.Bind(42)
+	if assert.Error(t, err, "wrong type") {
+		_, ok := err.(wrapped)
+		assert.False(t, ok, "wrong type: err = %v is not about a value, and is not wrapped", err)
 	}
 }

@@ -1,12 +1,13 @@
 package endpoint
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzParse checks that the template parser never panics and that any
@@ -34,12 +35,9 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, tmpl string) {
 		// Must not panic, whatever the type.
 		if b, err := Compile(tmpl, reflect.TypeFor[struct{}]()); err == nil {
-			if len(b.Vars()) != 0 {
-				t.Fatalf("Compile(%q, struct{}) accepted variables %q", tmpl, b.Vars())
-			}
-			if _, _, _, err := b.Bind(struct{}{}); err != nil {
-				t.Fatalf("Bind: %v", err)
-			}
+			require.Empty(t, b.Vars(), "Compile(%q, struct{}) accepted variables", tmpl)
+			_, _, _, err := b.Bind(struct{}{})
+			require.NoError(t, err, "Bind")
 		}
 		_, _ = Compile(tmpl, reflect.TypeFor[string]())
 
@@ -58,33 +56,26 @@ func FuzzParse(f *testing.F) {
 		}
 		typ := reflect.StructOf(fields)
 		b, err := Compile(tmpl, typ)
-		if err != nil {
-			t.Fatalf("parse accepted %q but Compile failed: %v", tmpl, err)
-		}
+		require.NoError(t, err, "parse accepted %q but Compile failed", tmpl)
 		p := reflect.New(typ).Elem()
 		for i := range vars {
 			p.Field(i).SetString("v/?#" + fmt.Sprint(i))
 		}
 		path, query, key, err := b.Bind(p.Interface())
-		if err != nil {
-			t.Fatalf("Bind(%q): %v", tmpl, err)
-		}
+		require.NoError(t, err, "Bind(%q)", tmpl)
 		full := path
 		if !b.Absolute() {
 			full = "http://api.test" + path
 		}
 		u, err := url.Parse(full)
-		if err != nil {
-			t.Fatalf("bound URL %q does not parse: %v", full, err)
+		require.NoError(t, err, "bound URL %q does not parse", full)
+		if !b.Absolute() {
+			require.Equal(t, "api.test", u.Host, "bound URL %q: host", full)
 		}
-		if !b.Absolute() && u.Host != "api.test" {
-			t.Fatalf("bound URL %q: host %q", full, u.Host)
-		}
-		if u.RawQuery != "" || u.Fragment != "" {
-			t.Fatalf("bound URL %q has query or fragment", full)
-		}
-		if query != "" && key[len(key)-1] != "?"+query {
-			t.Fatalf("key %q does not end in query %q", key, query)
+		require.Empty(t, u.RawQuery, "bound URL %q has a query", full)
+		require.Empty(t, u.Fragment, "bound URL %q has a fragment", full)
+		if query != "" {
+			require.Equal(t, "?"+query, key[len(key)-1], "key %q does not end in query %q", key, query)
 		}
 	})
 }
@@ -101,51 +92,35 @@ func FuzzBind(f *testing.F) {
 	f.Add("%%2F")
 	type X struct{ X string }
 	b, err := Compile("/a/$x/b", reflect.TypeFor[X]())
-	if err != nil {
-		f.Fatal(err)
-	}
+	require.NoError(f, err)
 	abs, err := Compile("https://api.test/a/$x/b", reflect.TypeFor[X]())
-	if err != nil {
-		f.Fatal(err)
-	}
+	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, x string) {
 		path, query, key, err := b.Bind(X{x})
 		if x == "" || dotAfterUnescaping(x) {
-			if !errors.Is(err, ErrInvalidPathValue) {
-				t.Fatalf("value %q: err = %v, want it refused", x, err)
-			}
+			require.ErrorIs(t, err, ErrInvalidPathValue, "value %q: want it refused", x)
 			return
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if query != "" || len(key) != 3 {
-			t.Fatalf("query %q key %q", query, key)
-		}
+		require.NoError(t, err)
+		require.Empty(t, query, "query %q key %q", query, key)
+		require.Len(t, key, 3, "query %q key %q", query, key)
 		checkSafePath(t, path, x)
 		u, err := url.Parse("http://api.test" + path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		segs := strings.Split(strings.TrimPrefix(u.EscapedPath(), "/"), "/")
-		if len(segs) != 3 {
-			t.Fatalf("path %q: %d segments", path, len(segs))
-		}
-		if got, err := url.PathUnescape(segs[1]); err != nil || got != x {
-			t.Fatalf("segment %q decodes to %q, %v; want %q", segs[1], got, err, x)
-		}
+		require.Len(t, segs, 3, "path %q: segments", path)
+		got, err := url.PathUnescape(segs[1])
+		require.NoError(t, err, "segment %q", segs[1])
+		require.Equal(t, x, got, "segment %q decodes", segs[1])
 
 		apath, _, akey, err := abs.Bind(X{x})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		au, err := url.Parse(apath)
-		if err != nil || au.Host != "api.test" || au.Scheme != "https" || au.EscapedPath() != path {
-			t.Fatalf("absolute %q: %v %+v", apath, err, au)
-		}
-		if strings.Join(akey, "\x00") != strings.Join(key, "\x00") {
-			t.Fatalf("absolute key %q != %q", akey, key)
-		}
+		require.NoError(t, err, "absolute %q", apath)
+		require.Equal(t, "api.test", au.Host, "absolute %q", apath)
+		require.Equal(t, "https", au.Scheme, "absolute %q", apath)
+		require.Equal(t, path, au.EscapedPath(), "absolute %q", apath)
+		require.Equal(t, strings.Join(key, "\x00"), strings.Join(akey, "\x00"), "absolute key %q != %q", akey, key)
 	})
 }
 
@@ -163,52 +138,40 @@ func FuzzKey(f *testing.F) {
 		Q    string `query:"q,omitempty"`
 	}
 	b, err := Compile("/users/$a/posts/{b}?v=1", reflect.TypeFor[K]())
-	if err != nil {
-		f.Fatal(err)
-	}
+	require.NoError(f, err)
 	fb, err := CompileFunc(reflect.TypeFor[K]())
-	if err != nil {
-		f.Fatal(err)
-	}
+	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, a, bv string, page int, q string) {
 		p := K{A: a, B: bv, Page: page, Q: q}
 
 		// Function query: raw values, then the query segment.
 		_, fq, fkey, err := fb.Bind(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		wantN := 2
 		if fq != "" {
 			wantN++
 		}
-		if len(fkey) != wantN || fkey[0] != a || fkey[1] != bv {
-			t.Fatalf("func key %q", fkey)
-		}
+		require.Len(t, fkey, wantN, "func key %q", fkey)
+		require.Equal(t, a, fkey[0], "func key %q", fkey)
+		require.Equal(t, bv, fkey[1], "func key %q", fkey)
 		checkQuery(t, fkey, fq, page, q, false)
 
 		path, query, key, err := b.Bind(p)
 		if a == "" || bv == "" || dotAfterUnescaping(a) || dotAfterUnescaping(bv) {
-			if !errors.Is(err, ErrInvalidPathValue) {
-				t.Fatalf("values %q, %q: err = %v, want them refused", a, bv, err)
-			}
+			require.ErrorIs(t, err, ErrInvalidPathValue, "values %q, %q: want them refused", a, bv)
 			return
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(key) != 5 || key[0] != "users" || key[2] != "posts" {
-			t.Fatalf("key %q", key)
-		}
-		if "/"+strings.Join(key[:4], "/") != path {
-			t.Fatalf("key %q does not match path %q", key, path)
-		}
-		if ga, err := url.PathUnescape(key[1]); err != nil || ga != a {
-			t.Fatalf("key[1] %q decodes to %q, want %q", key[1], ga, a)
-		}
-		if gb, err := url.PathUnescape(key[3]); err != nil || gb != bv {
-			t.Fatalf("key[3] %q decodes to %q, want %q", key[3], gb, bv)
-		}
+		require.NoError(t, err)
+		require.Len(t, key, 5, "key %q", key)
+		require.Equal(t, "users", key[0], "key %q", key)
+		require.Equal(t, "posts", key[2], "key %q", key)
+		require.Equal(t, path, "/"+strings.Join(key[:4], "/"), "key %q does not match path", key)
+		ga, err := url.PathUnescape(key[1])
+		require.NoError(t, err, "key[1] %q", key[1])
+		require.Equal(t, a, ga, "key[1] %q decodes", key[1])
+		gb, err := url.PathUnescape(key[3])
+		require.NoError(t, err, "key[3] %q", key[3])
+		require.Equal(t, bv, gb, "key[3] %q decodes", key[3])
 		checkQuery(t, key, query, page, q, true)
 	})
 }
@@ -232,41 +195,27 @@ func dotAfterUnescaping(s string) bool {
 func checkQuery(t *testing.T, key []string, query string, page int, q string, literal bool) {
 	t.Helper()
 	if query == "" {
-		if page != 0 || q != "" || literal {
-			t.Fatalf("empty query for page=%d q=%q", page, q)
-		}
+		require.Zero(t, page, "empty query for page=%d q=%q", page, q)
+		require.Empty(t, q, "empty query for page=%d q=%q", page, q)
+		require.False(t, literal, "empty query, and the template has a literal one")
 		return
 	}
-	if key[len(key)-1] != "?"+query {
-		t.Fatalf("last key segment %q, query %q", key[len(key)-1], query)
-	}
+	require.Equal(t, "?"+query, key[len(key)-1], "last key segment")
 	v, err := url.ParseQuery(query)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v.Encode() != query {
-		t.Fatalf("query %q not canonical", query)
-	}
+	require.NoError(t, err)
+	require.Equal(t, query, v.Encode(), "query not canonical")
 	wantLen := 0
 	if literal {
 		wantLen++
-		if v.Get("v") != "1" {
-			t.Fatalf("literal query lost: %q", query)
-		}
+		require.Equal(t, "1", v.Get("v"), "literal query lost: %q", query)
 	}
 	if page != 0 {
 		wantLen++
-		if v.Get("page") != fmt.Sprint(page) {
-			t.Fatalf("page lost: %q", query)
-		}
+		require.Equal(t, fmt.Sprint(page), v.Get("page"), "page lost: %q", query)
 	}
 	if q != "" {
 		wantLen++
-		if v.Get("q") != q {
-			t.Fatalf("q lost: %q", query)
-		}
+		require.Equal(t, q, v.Get("q"), "q lost: %q", query)
 	}
-	if len(v) != wantLen {
-		t.Fatalf("query %q has %d names, want %d", query, len(v), wantLen)
-	}
+	require.Len(t, v, wantLen, "query %q: names", query)
 }
