@@ -15,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // ---------- a loopback server: JSON over HTTP and a WebSocket ----------
@@ -137,7 +139,7 @@ func wsWaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			require.FailNowf(t, "timed out", "timed out after %v waiting for %s", d, what)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -151,13 +153,13 @@ func wsWaitState[T any](t testing.TB, o *Observer[T], what string, ok func(State
 		select {
 		case s, open := <-o.Changes():
 			if !open {
-				t.Fatalf("observer ended waiting for %s", what)
+				require.FailNowf(t, "observer ended", "observer ended waiting for %s", what)
 			}
 			if ok(s) {
 				return s
 			}
 		case <-timeout:
-			t.Fatalf("timed out waiting for %s; state %+v", what, o.State())
+			require.FailNowf(t, "timed out", "timed out waiting for %s; state %+v", what, o.State())
 		}
 	}
 }
@@ -226,12 +228,11 @@ func TestWSPushReachesObserver(t *testing.T) {
 	defer s.Close()
 
 	wsWaitState(t, o, "the push", func(st State[wsUser]) bool { return st.Data.Name == "pushed" })
-	if st := s.Stats(); st.Connects != 1 || st.Messages != 1 || st.Errors != 0 {
-		t.Errorf("Stats = %+v, want 1 connect, 1 message, 0 errors", st)
-	}
-	if !s.Connected() {
-		t.Error("Connected() = false on a live link")
-	}
+	st := s.Stats()
+	assert.EqualValues(t, 1, st.Connects, "Stats = %+v", st)
+	assert.EqualValues(t, 1, st.Messages, "Stats = %+v", st)
+	assert.EqualValues(t, 0, st.Errors, "Stats = %+v", st)
+	assert.True(t, s.Connected(), "Connected() = false on a live link")
 }
 
 func TestWSRouteCountsAndSurvivesBadMessages(t *testing.T) {
@@ -278,19 +279,13 @@ func TestWSRouteCountsAndSurvivesBadMessages(t *testing.T) {
 	wsWaitState(t, o, "the last push", func(st State[wsUser]) bool { return st.Data.Name == "last" })
 	wsWaitFor(t, 5*time.Second, "the invalidation's refetch", func() bool { return srv.fetches.Load() == 2 })
 	st := s.Stats()
-	if st.Connects != 1 || st.Messages != uint64(len(msgs)) || st.Errors != 7 {
-		t.Errorf("Stats = %+v, want 1 connect, %d messages, 7 errors; errors: %v", st, len(msgs), log.all())
-	}
-	if n := len(log.all()); n != 7 {
-		t.Errorf("OnError told of %d errors, want 7: %v", n, log.all())
-	}
-	if !log.has(errFail) {
-		t.Error("the handler's error is not matchable with errors.Is")
-	}
+	assert.EqualValues(t, 1, st.Connects, "Stats = %+v; errors: %v", st, log.all())
+	assert.Equal(t, uint64(len(msgs)), st.Messages, "Stats = %+v; errors: %v", st, log.all())
+	assert.EqualValues(t, 7, st.Errors, "Stats = %+v; errors: %v", st, log.all())
+	assert.Len(t, log.all(), 7, "errors OnError told of")
+	assert.True(t, log.has(errFail), "the handler's error is not matchable with errors.Is")
 	for _, want := range []string{"not a JSON object", `no handler for type "nope"`, `no "type" field`, "panicked: boom", "decode message", `"type" is not a string`} {
-		if !log.contains(want) {
-			t.Errorf("no reported error mentions %q: %v", want, log.all())
-		}
+		assert.True(t, log.contains(want), "no reported error mentions %q: %v", want, log.all())
 	}
 }
 
@@ -332,18 +327,13 @@ func TestWSReconnectResubscribesAndResyncs(t *testing.T) {
 	defer s.Close()
 
 	wsWaitState(t, o, "the first push", func(st State[wsUser]) bool { return st.Data.Name == "push 1" })
-	if n := srv.fetches.Load(); n != 1 {
-		t.Fatalf("fetches = %d after the first connect, want 1 (no resync on the first connect)", n)
-	}
+	require.Equal(t, int64(1), srv.fetches.Load(), "fetches after the first connect (no resync on the first connect)")
 	close(drop)
 	wsWaitFor(t, 5*time.Second, "three connects", func() bool { return s.Stats().Connects >= 3 && s.Connected() })
 	wsWaitFor(t, 5*time.Second, "the resync refetches", func() bool { return srv.fetches.Load() >= 2 })
-	if n := onConnect.Load(); n != 3 {
-		t.Errorf("OnConnect called %d times, want 3", n)
-	}
-	if !log.contains("closed by the server") || !log.contains("link lost") {
-		t.Errorf("drops not reported: %v", log.all())
-	}
+	assert.Equal(t, int64(3), onConnect.Load(), "OnConnect calls")
+	assert.True(t, log.contains("closed by the server"), "drops not reported: %v", log.all())
+	assert.True(t, log.contains("link lost"), "drops not reported: %v", log.all())
 }
 
 func TestWSHandshakeRefusedBacksOff(t *testing.T) {
@@ -361,16 +351,11 @@ func TestWSHandshakeRefusedBacksOff(t *testing.T) {
 	// Delays are drawn from [20ms·2^n, 20ms·2^(n+1)], the upper end capped
 	// at 200ms: at least 20, 40, 80 and 100ms.
 	for i, least := range []time.Duration{20, 40, 80, 100} {
-		if gap := times[i+1].Sub(times[i]); gap < least*time.Millisecond {
-			t.Errorf("attempt %d came %v after the one before, want at least %v", i+2, gap, least*time.Millisecond)
-		}
+		gap := times[i+1].Sub(times[i])
+		assert.GreaterOrEqual(t, gap, least*time.Millisecond, "attempt %d came %v after the one before", i+2, gap)
 	}
-	if s.Connected() {
-		t.Error("connected through a refused handshake")
-	}
-	if !log.contains("503") {
-		t.Errorf("refusals not reported with their status: %v", log.all())
-	}
+	assert.False(t, s.Connected(), "connected through a refused handshake")
+	assert.True(t, log.contains("503"), "refusals not reported with their status: %v", log.all())
 	srv.refuse.Store(false)
 	wsWaitFor(t, 5*time.Second, "the connect once the server accepts", s.Connected)
 }
@@ -391,12 +376,11 @@ func TestWSOversizeMessageReconnects(t *testing.T) {
 	defer s.Close()
 
 	wsWaitFor(t, 5*time.Second, "the small message", func() bool { u, _ := q.Peek("1"); return u.Name == "small" })
-	if !log.has(websocket.ErrMessageTooBig) {
-		t.Errorf("oversize message not reported as ErrMessageTooBig: %v", log.all())
-	}
-	if st := s.Stats(); st.Connects != 2 || st.Errors != 1 || st.Messages != 1 {
-		t.Errorf("Stats = %+v, want 2 connects, 1 error, 1 message", st)
-	}
+	assert.True(t, log.has(websocket.ErrMessageTooBig), "oversize message not reported as ErrMessageTooBig: %v", log.all())
+	st := s.Stats()
+	assert.EqualValues(t, 2, st.Connects, "Stats = %+v", st)
+	assert.EqualValues(t, 1, st.Errors, "Stats = %+v", st)
+	assert.EqualValues(t, 1, st.Messages, "Stats = %+v", st)
 }
 
 func TestWSDeadPeerFoundByPing(t *testing.T) {
@@ -415,15 +399,13 @@ func TestWSDeadPeerFoundByPing(t *testing.T) {
 	defer s.Close()
 
 	wsWaitFor(t, 5*time.Second, "the reconnect", func() bool { return s.Stats().Connects >= 2 && s.Connected() })
-	if !log.contains("no pong within 30ms") {
-		t.Errorf("dead peer not reported: %v", log.all())
-	}
+	assert.True(t, log.contains("no pong within 30ms"), "dead peer not reported: %v", log.all())
 	// The live peer answers pings: the link stays up.
 	connects := s.Stats().Connects
 	time.Sleep(150 * time.Millisecond)
-	if got := s.Stats().Connects; got != connects || !s.Connected() {
-		t.Errorf("a peer answering pings was dropped: connects %d → %d", connects, got)
-	}
+	got := s.Stats().Connects
+	assert.Equal(t, connects, got, "a peer answering pings was dropped: connects")
+	assert.True(t, s.Connected(), "a peer answering pings was dropped")
 }
 
 func TestWSOnConnectErrorRetries(t *testing.T) {
@@ -445,12 +427,11 @@ func TestWSOnConnectErrorRetries(t *testing.T) {
 		}))...)
 	defer s.Close()
 	wsWaitFor(t, 5*time.Second, "the third connect", func() bool { return calls.Load() >= 3 && s.Connected() })
-	if !log.has(errNope) || !log.contains("OnConnect panicked") {
-		t.Errorf("OnConnect failures not reported: %v", log.all())
-	}
-	if st := s.Stats(); st.Errors != 2 || st.Connects != 3 {
-		t.Errorf("Stats = %+v, want 2 errors, 3 connects", st)
-	}
+	assert.True(t, log.has(errNope), "OnConnect failures not reported: %v", log.all())
+	assert.True(t, log.contains("OnConnect panicked"), "OnConnect failures not reported: %v", log.all())
+	st := s.Stats()
+	assert.EqualValues(t, 2, st.Errors, "Stats = %+v", st)
+	assert.EqualValues(t, 3, st.Connects, "Stats = %+v", st)
 }
 
 func TestWSClose(t *testing.T) {
@@ -475,9 +456,7 @@ func TestWSClose(t *testing.T) {
 			wsWaitFor(t, 5*time.Second, "the connect", s.Connected)
 			switch how {
 			case "Close":
-				if err := s.Close(); err != nil {
-					t.Errorf("Close = %v", err)
-				}
+				assert.NoError(t, s.Close(), "Close")
 			case "context":
 				cancel()
 			case "Client.Close":
@@ -486,25 +465,17 @@ func TestWSClose(t *testing.T) {
 			select {
 			case <-s.Done():
 			case <-time.After(5 * time.Second):
-				t.Fatal("Done not closed")
+				require.FailNow(t, "Done not closed")
 			}
 			select {
 			case code := <-closeStatus:
-				if code != websocket.StatusNormalClosure {
-					t.Errorf("server saw close status %v, want StatusNormalClosure", code)
-				}
+				assert.Equal(t, websocket.StatusNormalClosure, code, "the server's close status")
 			case <-time.After(5 * time.Second):
-				t.Fatal("server saw no close")
+				require.FailNow(t, "server saw no close")
 			}
-			if s.Connected() {
-				t.Error("Connected after the end")
-			}
-			if err := s.Send(context.Background(), []byte("x")); !errors.Is(err, ErrWSNotConnected) {
-				t.Errorf("Send after the end = %v, want ErrWSNotConnected", err)
-			}
-			if err := s.Close(); err != nil {
-				t.Errorf("second Close = %v", err)
-			}
+			assert.False(t, s.Connected(), "Connected after the end")
+			assert.ErrorIs(t, s.Send(context.Background(), []byte("x")), ErrWSNotConnected, "Send after the end")
+			assert.NoError(t, s.Close(), "second Close")
 		})
 	}
 
@@ -515,11 +486,10 @@ func TestWSClose(t *testing.T) {
 		select {
 		case <-s.Done():
 		default:
-			t.Fatal("stream of a closed client has not ended")
+			require.FailNow(t, "stream of a closed client has not ended")
 		}
-		if s.Close() != nil || s.Stats() != (WSStats{}) {
-			t.Error("stream of a closed client did something")
-		}
+		assert.NoError(t, s.Close(), "stream of a closed client did something")
+		assert.Equal(t, WSStats{}, s.Stats(), "stream of a closed client did something")
 	})
 
 	t.Run("while dialing a refusing server", func(t *testing.T) {
@@ -529,9 +499,8 @@ func TestWSClose(t *testing.T) {
 		wsWaitFor(t, 5*time.Second, "a refusal", func() bool { return s.Stats().Errors > 0 })
 		start := time.Now()
 		s.Close()
-		if d := time.Since(start); d > time.Second {
-			t.Errorf("Close took %v", d)
-		}
+		d := time.Since(start)
+		assert.LessOrEqual(t, d, time.Second, "Close took %v", d)
 	})
 }
 
@@ -548,16 +517,12 @@ func TestWSSend(t *testing.T) {
 	defer c.Close()
 	s := c.SubscribeWS(context.Background(), srv.wsURL(), func(context.Context, []byte) error { return nil }, wsFast...)
 	defer s.Close()
-	if err := s.Send(context.Background(), []byte("early")); err != nil && !errors.Is(err, ErrWSNotConnected) {
-		t.Errorf("Send before the connect = %v", err)
+	if err := s.Send(context.Background(), []byte("early")); err != nil {
+		assert.ErrorIs(t, err, ErrWSNotConnected, "Send before the connect")
 	}
 	wsWaitFor(t, 5*time.Second, "the connect", s.Connected)
-	if err := s.Send(context.Background(), []byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	if m := <-got; m != "hello" && m != "early" {
-		t.Errorf("server got %q", m)
-	}
+	require.NoError(t, s.Send(context.Background(), []byte("hello")))
+	assert.Contains(t, []string{"hello", "early"}, <-got, "server got")
 }
 
 func TestWSMessagesInOrder(t *testing.T) {
@@ -583,9 +548,7 @@ func TestWSMessagesInOrder(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for i, m := range seen {
-		if m != fmt.Sprint(i) {
-			t.Fatalf("message %d is %q", i, m)
-		}
+		require.Equal(t, fmt.Sprint(i), m, "message %d", i)
 	}
 }
 
@@ -595,17 +558,12 @@ func TestWSReconnectDelay(t *testing.T) {
 		for range 50 {
 			d := s.delay(failures, 0)
 			lo := min(100*time.Millisecond<<failures, 500*time.Millisecond)
-			if d < lo || d > time.Second {
-				t.Fatalf("delay(%d) = %v, want within [%v, 1s]", failures, d, lo)
-			}
+			require.GreaterOrEqual(t, d, lo, "delay(%d)", failures)
+			require.LessOrEqual(t, d, time.Second, "delay(%d)", failures)
 		}
 	}
-	if d := s.delay(0, 700*time.Millisecond); d != 700*time.Millisecond {
-		t.Errorf("delay with Retry-After 700ms = %v", d)
-	}
-	if d := s.delay(0, time.Hour); d != time.Second {
-		t.Errorf("delay with Retry-After 1h = %v, want the 1s bound", d)
-	}
+	assert.Equal(t, 700*time.Millisecond, s.delay(0, 700*time.Millisecond), "delay with Retry-After 700ms")
+	assert.Equal(t, time.Second, s.delay(0, time.Hour), "delay with Retry-After 1h: the 1s bound")
 }
 
 func TestWSOptionsPanic(t *testing.T) {
@@ -619,14 +577,7 @@ func TestWSOptionsPanic(t *testing.T) {
 		"SetDataHandler(nil)": func() { SetDataHandler[string, string](nil, nil) },
 		"InvalidateHandler()": func() { InvalidateHandler(nil, nil) },
 	} {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Errorf("%s did not panic", name)
-				}
-			}()
-			f()
-		}()
+		assert.Panics(t, f, "%s did not panic", name)
 	}
 }
 
@@ -645,29 +596,18 @@ func TestSetDataHandlerDecodesAndValidates(t *testing.T) {
 	q := NewQueryFunc(c, Key{"v"}, func(context.Context, string) (wsValidated, error) { return wsValidated{}, nil })
 	h := SetDataHandler(q, func(v wsValidated) string { return v.ID })
 	ctx := context.Background()
-	if err := h(ctx, []byte(`{"ID":"a"}`)); err != nil {
-		t.Fatal(err)
-	}
-	if v, ok := q.Peek("a"); !ok || v.ID != "a" {
-		t.Errorf("Peek = %+v, %v", v, ok)
-	}
-	if err := h(ctx, []byte(`{"ID":""}`)); err == nil || !strings.Contains(err.Error(), "validate message: no id") {
-		t.Errorf("invalid message: %v", err)
-	}
+	require.NoError(t, h(ctx, []byte(`{"ID":"a"}`)))
+	v, ok := q.Peek("a")
+	assert.True(t, ok, "Peek")
+	assert.Equal(t, "a", v.ID, "Peek")
+	assert.ErrorContains(t, h(ctx, []byte(`{"ID":""}`)), "validate message: no id", "invalid message")
 	var se *json.SyntaxError
-	if err := h(ctx, []byte(`{"ID":`)); !errors.As(err, &se) {
-		t.Errorf("truncated message: %v, want a *json.SyntaxError", err)
-	}
-	if _, ok := q.Peek(""); ok {
-		t.Error("a bad message stored data")
-	}
+	assert.ErrorAs(t, h(ctx, []byte(`{"ID":`)), &se, "truncated message")
+	_, ok = q.Peek("")
+	assert.False(t, ok, "a bad message stored data")
 	c.Close()
-	if err := h(ctx, []byte(`{"ID":"b"}`)); !errors.Is(err, ErrClosed) {
-		t.Errorf("after Close: %v, want ErrClosed", err)
-	}
-	if err := InvalidateHandler(c, func([]byte) (Filter, error) { return Filter{}, nil })(ctx, nil); !errors.Is(err, ErrClosed) {
-		t.Errorf("InvalidateHandler after Close: %v, want ErrClosed", err)
-	}
+	assert.ErrorIs(t, h(ctx, []byte(`{"ID":"b"}`)), ErrClosed, "after Close")
+	assert.ErrorIs(t, InvalidateHandler(c, func([]byte) (Filter, error) { return Filter{}, nil })(ctx, nil), ErrClosed, "InvalidateHandler after Close")
 }
 
 // ---------- Route's field scanner ----------
@@ -700,9 +640,8 @@ func TestTopLevelString(t *testing.T) {
 		{`{,"type":"x"}`, "", false},
 	} {
 		got, err := topLevelString([]byte(tc.msg), "type")
-		if (err == nil) != tc.ok || string(got) != tc.want {
-			t.Errorf("topLevelString(%s) = %q, %v; want %q, ok=%v", tc.msg, got, err, tc.want, tc.ok)
-		}
+		assert.Equal(t, tc.ok, err == nil, "topLevelString(%s): ok, err = %v", tc.msg, err)
+		assert.Equal(t, tc.want, string(got), "topLevelString(%s)", tc.msg)
 	}
 }
 
@@ -720,9 +659,7 @@ func FuzzTopLevelString(f *testing.F) {
 		}
 		var m map[string]json.RawMessage
 		if json.Unmarshal(msg, &m) != nil {
-			if err == nil {
-				t.Fatalf("%s is not an object, but got %q", msg, got)
-			}
+			require.Error(t, err, "%s is not an object, but got %q", msg, got)
 			return
 		}
 		raw, ok := m["type"]
@@ -733,9 +670,8 @@ func FuzzTopLevelString(f *testing.F) {
 		if ok && raw[0] != '"' {
 			ok = false
 		}
-		if ok != (err == nil) || string(got) != want {
-			t.Fatalf("topLevelString(%s) = %q, %v; encoding/json says %q, %v", msg, got, err, want, ok)
-		}
+		require.Equal(t, ok, err == nil, "topLevelString(%s) = %q, %v; encoding/json says %q, %v", msg, got, err, want, ok)
+		require.Equal(t, want, string(got), "topLevelString(%s): encoding/json says %q", msg, want)
 	})
 }
 
