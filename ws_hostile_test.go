@@ -10,13 +10,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // Bounds of the hostile WebSocket suite. ws_test.go already covers close
@@ -48,9 +49,7 @@ type hostileWS struct {
 
 func newHostileWS(t *testing.T, modes ...string) *hostileWS {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	h := &hostileWS{ln: ln, modes: modes, accepted: make(chan string, 64)}
 	h.wg.Add(1)
 	go func() {
@@ -262,28 +261,18 @@ func TestWSHostilePeer(t *testing.T) {
 	// coder/websocket accepts the masked frame (RFC 6455 wants the link
 	// failed): the handler refuses "hi", then the drop is reported.
 	wantErrs := len(hostile) + 1
-	if st.Errors != uint64(wantErrs) || len(errs) != wantErrs {
-		t.Errorf("Stats = %+v and %d errors reported, want %d errors: %v", st, len(errs), wantErrs, errs)
-	}
-	if st.Connects != uint64(handshakes) || st.Messages != 2 {
-		t.Errorf("Stats = %+v, want %d connects and 2 messages (\"hi\" and the good one)", st, handshakes)
-	}
-	if !s.Connected() {
-		t.Error("not connected to the good peer")
-	}
+	assert.Equal(t, uint64(wantErrs), st.Errors, "Stats = %+v; errors reported: %v", st, errs)
+	assert.Len(t, errs, wantErrs, "errors reported")
+	assert.Equal(t, uint64(handshakes), st.Connects, "Stats = %+v", st)
+	assert.EqualValues(t, 2, st.Messages, "Stats = %+v: \"hi\" and the good one", st)
+	assert.True(t, s.Connected(), "not connected to the good peer")
 	for _, e := range errs {
-		if !strings.Contains(e.Error(), "qcache: websocket ws://127.0.0.1:") {
-			t.Errorf("error without the stream's URL: %v", e)
-		}
+		assert.ErrorContains(t, e, "qcache: websocket ws://127.0.0.1:", "error without the stream's URL")
 	}
 	for i := range min(len(errs), 2) {
-		if !errors.Is(errs[i], context.DeadlineExceeded) {
-			t.Errorf("%s: not cut by the dial timeout: %v", hostile[i], errs[i])
-		}
+		assert.ErrorIs(t, errs[i], context.DeadlineExceeded, "%s: not cut by the dial timeout", hostile[i])
 	}
-	if !log.has(websocket.ErrMessageTooBig) {
-		t.Errorf("endless frames not refused at the read limit: %v", errs)
-	}
+	assert.True(t, log.has(websocket.ErrMessageTooBig), "endless frames not refused at the read limit: %v", errs)
 	for _, e := range errs {
 		t.Logf("  %v", e)
 	}
@@ -307,7 +296,7 @@ func TestWSCloseDuringAHangingHandshake(t *testing.T) {
 			select {
 			case <-srv.accepted:
 			case <-time.After(5 * time.Second):
-				t.Fatal("no connection")
+				require.FailNow(t, "no connection")
 			}
 			time.Sleep(20 * time.Millisecond) // the request is on the wire
 			start := time.Now()
@@ -322,14 +311,13 @@ func TestWSCloseDuringAHangingHandshake(t *testing.T) {
 			select {
 			case <-s.Done():
 			case <-time.After(hwsClosePrompt):
-				t.Fatalf("the stream still runs %v after %s", hwsClosePrompt, how)
+				require.FailNowf(t, "the stream still runs", "the stream still runs %v after %s", hwsClosePrompt, how)
 			}
-			if d := time.Since(start); d > hwsClosePrompt/2 {
-				t.Errorf("%s took %v", how, d)
-			}
-			if st := s.Stats(); st.Connects != 0 || st.Errors != 0 {
-				t.Errorf("Stats = %+v; the stream's own end is not an error", st)
-			}
+			d := time.Since(start)
+			assert.LessOrEqual(t, d, hwsClosePrompt/2, "%s took %v", how, d)
+			st := s.Stats()
+			assert.Zero(t, st.Connects, "Stats = %+v", st)
+			assert.Zero(t, st.Errors, "Stats = %+v; the stream's own end is not an error", st)
 		})
 	}
 }
