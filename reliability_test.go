@@ -16,6 +16,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // Bounds of the reliability suite: every test here runs for a fixed time
@@ -441,7 +444,7 @@ func TestFlakyUpstream(t *testing.T) {
 		closed = true
 	case <-time.After(flakyHangGuard):
 		buf := make([]byte, 4<<20)
-		t.Fatalf("Client.Close took more than %v; goroutines:\n%s", flakyHangGuard, buf[:runtime.Stack(buf, true)])
+		require.FailNowf(t, "Client.Close hangs", "Client.Close took more than %v; goroutines:\n%s", flakyHangGuard, buf[:runtime.Stack(buf, true)])
 	}
 	closeTook := time.Since(t0)
 	readersDone := make(chan struct{})
@@ -452,49 +455,35 @@ func TestFlakyUpstream(t *testing.T) {
 	select {
 	case <-readersDone:
 	case <-time.After(flakyHangGuard):
-		t.Fatal("observers' Changes not closed after Client.Close")
+		require.FailNow(t, "observers' Changes not closed after Client.Close")
 	}
 
 	// Stats add up.
 	st := c.Stats()
-	if st.Entries != nTouched {
-		t.Errorf("Stats.Entries = %d, want the %d keys used (nothing evicted or collected)", st.Entries, nTouched)
-	}
-	if got := st.Hits + st.Misses; got != uint64(ft.gets.Load()) {
-		t.Errorf("Hits+Misses = %d, want one per Get: %d", got, ft.gets.Load())
-	}
-	if settled := st.FetchSuccesses + st.FetchErrors + st.FetchCancelled; settled != st.Fetches {
-		t.Errorf("Fetches = %d, but %d succeeded + %d failed + %d cancelled = %d (after Close nothing is in flight)",
-			st.Fetches, st.FetchSuccesses, st.FetchErrors, st.FetchCancelled, settled)
-	}
-	if n := logs.count("qcache: fetch failed"); uint64(n) != st.FetchErrors {
-		t.Errorf("%d fetch failures logged, Stats.FetchErrors = %d", n, st.FetchErrors)
-	}
-	if n := logs.count("qcache: retrying fetch"); uint64(n) != st.Retries {
-		t.Errorf("%d retries logged, Stats.Retries = %d", n, st.Retries)
-	}
+	assert.Equal(t, nTouched, st.Entries, "Stats.Entries: the keys used (nothing evicted or collected)")
+	assert.Equal(t, uint64(ft.gets.Load()), st.Hits+st.Misses, "Hits+Misses: one per Get")
+	settled := st.FetchSuccesses + st.FetchErrors + st.FetchCancelled
+	assert.Equal(t, st.Fetches, settled, "Fetches = %d, but %d succeeded + %d failed + %d cancelled = %d (after Close nothing is in flight)",
+		st.Fetches, st.FetchSuccesses, st.FetchErrors, st.FetchCancelled, settled)
+	assert.Equal(t, st.FetchErrors, uint64(logs.count("qcache: fetch failed")), "fetch failures logged, against Stats.FetchErrors")
+	assert.Equal(t, st.Retries, uint64(logs.count("qcache: retrying fetch")), "retries logged, against Stats.Retries")
 	// Each attempt makes one round trip (an attempt whose fetch was
 	// cancelled during a retry delay makes none). The server may see more
 	// requests: net/http resends a GET whose reused connection was reset.
-	if n := uint64(roundTrips.Load()); n > st.Fetches+st.Retries || n < st.Fetches {
-		t.Errorf("%d round trips, want between Fetches %d and Fetches+Retries %d", n, st.Fetches, st.Fetches+st.Retries)
-	}
-	if st.Observers != 0 {
-		t.Errorf("Stats.Observers = %d after Close", st.Observers)
-	}
-	if n := srv.noCreds.Load(); n != 0 {
-		t.Errorf("%d requests lacked the credentials (the test would prove nothing)", n)
-	}
+	n := uint64(roundTrips.Load())
+	assert.LessOrEqual(t, n, st.Fetches+st.Retries, "round trips, want between Fetches %d and Fetches+Retries %d", st.Fetches, st.Fetches+st.Retries)
+	assert.GreaterOrEqual(t, n, st.Fetches, "round trips, want between Fetches %d and Fetches+Retries %d", st.Fetches, st.Fetches+st.Retries)
+	assert.Zero(t, st.Observers, "Stats.Observers after Close")
+	assert.Zero(t, srv.noCreds.Load(), "requests lacked the credentials (the test would prove nothing)")
 	records, leaks := logs.result()
 	if len(leaks) > 0 {
-		t.Errorf("%d log records hold a credential, e.g. %s", len(leaks), leaks[0])
+		assert.Failf(t, "a log record holds a credential", "%d log records hold a credential, e.g. %s", len(leaks), leaks[0])
 	}
 	if n := ft.bad.Load(); n > 0 {
-		t.Errorf("%d violations, e.g.:\n%s", n, strings.Join(ft.badSamples, "\n"))
+		assert.Failf(t, "violations", "%d violations, e.g.:\n%s", n, strings.Join(ft.badSamples, "\n"))
 	}
-	if ft.getOK.Load() == 0 || ft.getErr.Load() == 0 {
-		t.Errorf("the run did not exercise both outcomes: %d good Gets, %d failed", ft.getOK.Load(), ft.getErr.Load())
-	}
+	assert.NotZero(t, ft.getOK.Load(), "the run did not exercise both outcomes: no good Get")
+	assert.NotZero(t, ft.getErr.Load(), "the run did not exercise both outcomes: no failed Get")
 
 	var faults []string
 	var injected int64
@@ -541,13 +530,10 @@ func TestLoadBoundedMemoryAndFastHits(t *testing.T) {
 	}, StaleTime(Forever))
 	ctx := context.Background()
 	for k := range loadHot {
-		if _, err := q.Get(ctx, k); err != nil {
-			t.Fatal(err)
-		}
+		_, err := q.Get(ctx, k)
+		require.NoError(t, err)
 	}
-	if allocs := testing.AllocsPerRun(1000, func() { q.Get(ctx, 7) }); allocs != 0 {
-		t.Errorf("a hit allocates %v times", allocs)
-	}
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { q.Get(ctx, 7) }), "allocations of a hit")
 	warm := c.Stats()
 
 	var maxEntries atomic.Int64
@@ -600,27 +586,16 @@ func TestLoadBoundedMemoryAndFastHits(t *testing.T) {
 
 	hits, misses := st.Hits-warm.Hits, st.Misses-warm.Misses
 	ratio := float64(hits) / float64(hits+misses)
-	if n := wrong.Load(); n > 0 {
-		t.Errorf("%d reads returned a wrong value or an error", n)
-	}
+	assert.Zero(t, wrong.Load(), "reads that returned a wrong value or an error")
 	// Inserters past the bound wait for the eviction in progress, each
 	// holding the one entry it inserted. Once the readers stop, the last
 	// pass has brought the count back under the bound.
-	if m := maxEntries.Load(); m > loadMaxEntries+loadSlack {
-		t.Errorf("entries reached %d, bound %d + slack %d", m, loadMaxEntries, loadSlack)
-	}
-	if st.Entries > loadMaxEntries {
-		t.Errorf("%d entries at the end, bound %d", st.Entries, loadMaxEntries)
-	}
-	if growth > loadHeapBound {
-		t.Errorf("heap grew by %d MiB, bound %d MiB", growth>>20, loadHeapBound>>20)
-	}
-	if ratio < 0.85 || ratio > 0.95 {
-		t.Errorf("hit ratio %.3f, want about 0.90", ratio)
-	}
-	if st.Evictions == 0 {
-		t.Error("nothing was evicted: the bound was not exercised")
-	}
+	assert.LessOrEqual(t, maxEntries.Load(), int64(loadMaxEntries+loadSlack), "entries reached, bound %d + slack %d", loadMaxEntries, loadSlack)
+	assert.LessOrEqual(t, st.Entries, loadMaxEntries, "entries at the end")
+	assert.LessOrEqual(t, growth, int64(loadHeapBound), "heap grew by %d MiB, bound %d MiB", growth>>20, loadHeapBound>>20)
+	assert.GreaterOrEqual(t, ratio, 0.85, "hit ratio %.3f, want about 0.90", ratio)
+	assert.LessOrEqual(t, ratio, 0.95, "hit ratio %.3f, want about 0.90", ratio)
+	assert.NotZero(t, st.Evictions, "nothing was evicted: the bound was not exercised")
 	t.Logf("load, %v, %d readers, %d keys (%d hot), WithMaxEntries(%d):", loadDuration, loadReaders, loadKeys, loadHot, loadMaxEntries)
 	t.Logf("  %d reads (%.0f/s under this build), hit ratio %.3f (%d hits, %d misses), %d fetches, %d evictions",
 		ops.Load(), float64(ops.Load())/loadDuration.Seconds(), ratio, hits, misses, fetches.Load(), st.Evictions)
