@@ -2,7 +2,6 @@ package qcache_test
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -15,6 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestREADMECodeBlocksCompile builds every ```go block of README.md and
@@ -43,29 +45,21 @@ func TestREADMECodeBlocksCompile(t *testing.T) {
 		t.Skip("the go command is not on PATH, so the docs' code cannot be built:", err)
 	}
 	root, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var blocks []docBlock
 	for _, path := range append([]string{filepath.Join(root, "README.md")}, docs...) {
 		text, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		name, _ := filepath.Rel(root, path)
 		bs, problems := goBlocks(filepath.ToSlash(name), string(text))
 		for _, p := range problems {
-			t.Error(p)
+			assert.Fail(t, p)
 		}
 		blocks = append(blocks, bs...)
 	}
-	if len(blocks) == 0 {
-		t.Fatal("no ```go blocks found in README.md and docs/*.md")
-	}
+	require.NotEmpty(t, blocks, "no ```go blocks found in README.md and docs/*.md")
 
 	groups := map[string][]docBlock{} // by sub-modules needed, "" for none
 	for _, b := range blocks {
@@ -310,28 +304,20 @@ func buildDocBlocks(t *testing.T, goTool, root string, blocks []docBlock) {
 	fmt.Fprintf(&gomod, "replace github.com/qcache-go/qcache => %s\n", strconv.Quote(root))
 	var sums []byte
 	sum, err := os.ReadFile(filepath.Join(root, "go.sum"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	sums = append(sums, sum...)
 	for _, m := range modules {
 		fmt.Fprintf(&gomod, "\nrequire github.com/qcache-go/qcache/%s v0.0.0\n", m)
 		fmt.Fprintf(&gomod, "replace github.com/qcache-go/qcache/%s => %s\n", m, strconv.Quote(filepath.Join(root, m)))
 		sum, err := os.ReadFile(filepath.Join(root, m, "go.sum"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		sums = append(sums, sum...)
 	}
 	write := func(name, content string) {
 		t.Helper()
 		path := filepath.Join(dir, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
 	}
 	write("go.mod", gomod.String())
 	write("go.sum", string(sums))
@@ -376,17 +362,13 @@ func buildDocBlocks(t *testing.T, goTool, root string, blocks []docBlock) {
 		return
 	}
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) {
-		t.Fatalf("go test: %v\n%s", err, out)
-	}
+	require.ErrorAs(t, err, &exit, "go test: %v\n%s", err, out)
 	if len(modules) > 0 && (bytes.Contains(out, []byte("GOPROXY=off")) || bytes.Contains(out, []byte("missing go.sum entry"))) {
 		t.Skipf("the dependencies of %s are not all in the module cache, and this test does not download: "+
 			"run the sub-modules' tests once (.ci/run) to fetch them\n%s", strings.Join(modules, ", "), out)
 	}
 	reported := reportBuildErrors(t, string(out), files)
-	if reported == 0 {
-		t.Fatalf("go test failed, and named no line of a block:\n%s", out)
-	}
+	require.NotZero(t, reported, "go test failed, and named no line of a block:\n%s", out)
 }
 
 var compileError = regexp.MustCompile(`^(\S+\.go):(\d+):(?:(\d+):)? (.*)$`)
@@ -407,14 +389,14 @@ func reportBuildErrors(t *testing.T, out string, files map[string]genFile) int {
 		path := filepath.ToSlash(strings.TrimPrefix(m[1], "./"))
 		f, ok := files[path]
 		if !ok {
-			t.Errorf("%s (in a generated file: the preamble of readme_test.go, or a block's imports)", strings.TrimSpace(line))
+			assert.Failf(t, "a generated file does not build", "%s (in a generated file: the preamble of readme_test.go, or a block's imports)", strings.TrimSpace(line))
 			continue
 		}
 		if f.block.kind != "program" && strings.HasPrefix(m[4], "declared and not used") {
 			continue
 		}
 		n, _ := strconv.Atoi(m[2])
-		t.Errorf("%s:%d: %s (%s block)", f.block.file, f.block.line+n-f.offset, m[4], f.block.kind)
+		assert.Failf(t, "a docs block does not build", "%s:%d: %s (%s block)", f.block.file, f.block.line+n-f.offset, m[4], f.block.kind)
 	}
 	return seen
 }
