@@ -131,7 +131,7 @@ func TestBreak2HookClosingObserverDuringSetParamsDeadlocks(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(2 * time.Second):
-		t.Fatal("SetParams deadlocked: the ObserverRemoved hook runs under moveMu, and Observer.Close needs it")
+		require.FailNow(t, "SetParams deadlocked: the ObserverRemoved hook runs under moveMu, and Observer.Close needs it")
 	}
 }
 
@@ -229,7 +229,7 @@ func TestBreak2UpdateExistingBypassesCloneAndHidesChange(t *testing.T) {
 		case s := <-obs.Changes():
 			assert.Equal(t, []int{2}, s.Data)
 		default:
-			t.Fatal("the data changed from [1] to [2] and the DataChanged observer was not woken")
+			require.FailNow(t, "the data changed from [1] to [2] and the DataChanged observer was not woken")
 		}
 	})
 }

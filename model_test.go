@@ -311,7 +311,7 @@ func (m *modelRun) report() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.failures) > 0 {
-		m.t.Fatalf("%s\noperations:\n%s", strings.Join(m.failures, "\n"), strings.Join(m.ops, "\n"))
+		require.FailNowf(m.t, "the model was broken", "%s\noperations:\n%s", strings.Join(m.failures, "\n"), strings.Join(m.ops, "\n"))
 	}
 }
 
