@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
 
@@ -15,9 +17,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // SetData.
 func TestTour(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(&out); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, run(&out))
 	got := out.String()
 	for _, want := range []string{
 		"upstream requests so far: 1",
@@ -25,11 +25,7 @@ func TestTour(t *testing.T) {
 		"upstream requests so far: 2",
 		"Name:Ada Lovelace}, upstream requests so far: 2",
 	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("output lacks %q:\n%s", want, got)
-		}
+		assert.Contains(t, got, want, "output")
 	}
-	if n := strings.Count(got, "upstream: request"); n != 2 {
-		t.Errorf("%d upstream requests, want 2:\n%s", n, got)
-	}
+	assert.Equal(t, 2, strings.Count(got, "upstream: request"), "upstream requests:\n%s", got)
 }

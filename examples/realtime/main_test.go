@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
 
@@ -28,60 +30,43 @@ var headings = []string{
 // pollers, the stream, the demo API and the HTTP connections are all gone.
 func TestWalkthrough(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	if code := cli(t.Context(), []string{"-scale", "0.1"}, &stdout, &stderr); code != 0 {
-		t.Fatalf("exit code %d; stderr:\n%s\nstdout:\n%s", code, &stderr, &stdout)
-	}
-	if stderr.Len() > 0 {
-		t.Errorf("stderr:\n%s", &stderr)
-	}
+	code := cli(t.Context(), []string{"-scale", "0.1"}, &stdout, &stderr)
+	require.Zero(t, code, "exit code; stderr:\n%s\nstdout:\n%s", &stderr, &stdout)
+	assert.Zero(t, stderr.Len(), "stderr:\n%s", &stderr)
 	out := stdout.String()
-	if strings.Contains(out, "stream error") {
-		t.Errorf("the WebSocket stream reported an error:\n%s", out)
-	}
+	assert.NotContains(t, out, "stream error", "the WebSocket stream reported an error")
 	at := 0
 	for _, h := range headings {
 		i := strings.Index(out[at:], h)
-		if i < 0 {
-			t.Fatalf("no %q after byte %d of the output:\n%s", h, at, out)
-		}
+		require.GreaterOrEqual(t, i, 0, "no %q after byte %d of the output:\n%s", h, at, out)
 		at += i + len(h)
 	}
-	if !strings.Contains(out[at:], "\nDone in ") {
-		t.Errorf("no closing summary:\n%s", out)
-	}
+	assert.Contains(t, out[at:], "\nDone in ", "no closing summary")
 }
 
 func TestInterruptedRunExitsQuickly(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	var stdout, stderr bytes.Buffer
-	if code := cli(ctx, nil, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "context canceled") {
-		t.Errorf("exit code %d, stderr %q; want 1 and the cancellation", code, &stderr)
-	}
+	code := cli(ctx, nil, &stdout, &stderr)
+	assert.Equal(t, 1, code, "exit code")
+	assert.Contains(t, stderr.String(), "context canceled", "stderr")
 }
 
 func TestHelp(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	if code := cli(t.Context(), []string{"-h"}, &stdout, &stderr); code != 0 {
-		t.Fatalf("exit code %d, want 0", code)
-	}
+	require.Zero(t, cli(t.Context(), []string{"-h"}, &stdout, &stderr), "exit code")
 	help := stderr.String()
 	for _, want := range []string{"-scale", "Polling", "Conditional polling", "focus", "Manual refetch",
 		"stale", "WebSocket", "Invalidate on interval"} {
-		if !strings.Contains(help, want) {
-			t.Errorf("-h does not mention %q:\n%s", want, help)
-		}
+		assert.Contains(t, help, want, "-h")
 	}
 }
 
 func TestBadScale(t *testing.T) {
 	for _, args := range [][]string{{"-scale", "0"}, {"-scale", "-1"}, {"-scale", "NaN"}, {"-scale", "x"}, {"extra"}} {
 		var stdout, stderr bytes.Buffer
-		if code := cli(t.Context(), args, &stdout, &stderr); code != 2 {
-			t.Errorf("%q: exit code %d, want 2", args, code)
-		}
-		if stdout.Len() > 0 {
-			t.Errorf("%q: ran anyway:\n%s", args, &stdout)
-		}
+		assert.Equal(t, 2, cli(t.Context(), args, &stdout, &stderr), "%q: exit code", args)
+		assert.Zero(t, stdout.Len(), "%q: ran anyway:\n%s", args, &stdout)
 	}
 }
