@@ -86,7 +86,7 @@ func (s scrape) value(t *testing.T, name string, labels ...string) float64 {
 	case dto.MetricType_GAUGE:
 		return m.GetGauge().GetValue()
 	}
-	t.Fatalf("%s is a %v", name, s[name].GetType())
+	require.FailNowf(t, "not a counter or a gauge", "%s is a %v", name, s[name].GetType())
 	return 0
 }
 
@@ -316,7 +316,7 @@ func TestScrapeOverHTTP(t *testing.T) {
 			select {
 			case <-ch:
 			case <-time.After(10 * time.Second):
-				t.Fatal("timed out waiting for a hook")
+				require.FailNow(t, "timed out waiting for a hook")
 			}
 		}
 	}

@@ -87,12 +87,10 @@ func (s *redisServer) start() {
 		}
 		select {
 		case <-s.done:
-			s.t.Fatalf("redis-server on port %d exited at start", s.port)
+			require.FailNowf(s.t, "redis-server exited", "redis-server on port %d exited at start", s.port)
 		default:
 		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("redis-server on port %d not ready after 10s", s.port)
-		}
+		require.False(s.t, time.Now().After(deadline), "redis-server on port %d not ready after 10s", s.port)
 		time.Sleep(20 * time.Millisecond)
 	}
 }
@@ -306,7 +304,7 @@ func TestLatency(t *testing.T) {
 					break wait
 				}
 			case <-timeout:
-				t.Fatalf("event %d not seen by B within 5s", i)
+				require.FailNowf(t, "event lost", "event %d not seen by B within 5s", i)
 			}
 		}
 		lat = append(lat, time.Since(start))

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
 
@@ -29,13 +31,9 @@ func TestServesMetrics(t *testing.T) {
 		w.Close()
 	}()
 	lines := bufio.NewScanner(out)
-	if !lines.Scan() {
-		t.Fatalf("no output: %v", lines.Err())
-	}
+	require.True(t, lines.Scan(), "no output: %v", lines.Err())
 	url, ok := strings.CutPrefix(lines.Text(), "metrics: ")
-	if !ok {
-		t.Fatalf("first line %q does not give the metrics URL", lines.Text())
-	}
+	require.True(t, ok, "first line %q does not give the metrics URL", lines.Text())
 	go io.Copy(io.Discard, out)
 
 	deadline := time.Now().Add(10 * time.Second)
@@ -43,15 +41,11 @@ func TestServesMetrics(t *testing.T) {
 		if fetches := scrapeFetches(t, url); fetches > 0 {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no fetch in the metrics after 10 s")
-		}
+		require.False(t, time.Now().After(deadline), "no fetch in the metrics after 10 s")
 		time.Sleep(50 * time.Millisecond)
 	}
 	cancel()
-	if c := <-code; c != 0 {
-		t.Fatalf("exit code %d", c)
-	}
+	require.Zero(t, <-code, "exit code")
 }
 
 // scrapeFetches returns the successful fetches of the users query in one
@@ -59,18 +53,12 @@ func TestServesMetrics(t *testing.T) {
 func scrapeFetches(t *testing.T, url string) float64 {
 	t.Helper()
 	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer resp.Body.Close()
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fams["go_goroutines"] == nil {
-		t.Error("the Go collector's metrics are missing")
-	}
+	require.NoError(t, err)
+	assert.NotNil(t, fams["go_goroutines"], "the Go collector's metrics are missing")
 	for _, m := range fams["qcache_fetches_total"].GetMetric() {
 		labels := map[string]string{}
 		for _, l := range m.GetLabel() {
