@@ -14,22 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// replica is one client of a bus test (in a synctest bubble), with its own upstream and query.
-type replica struct {
-	c   *Client
-	src *source
-	q   *Query[string, string]
-}
-
-func newReplica(t *testing.T, b Bus, name string, opts ...BusOption) *replica {
-	t.Helper()
-	src := newSource(func(ctx context.Context, n int, p string) (string, error) { return name + value(n, p), nil })
-	c := NewClient(WithBus(b, append([]BusOption{BusOrigin(name)}, opts...)...))
-	t.Cleanup(func() { c.Close() })
-	synctest.Wait() // subscribed: pub/sub does not deliver what was published before
-	return &replica{c: c, src: src, q: NewQueryFunc(c, Key{"items"}, src.fetch, StaleTime(time.Hour))}
-}
-
 func TestBusThreeClients(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()

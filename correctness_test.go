@@ -19,23 +19,6 @@ import (
 // Regression tests for the defects of "Correct under real concurrency": each
 // failed on the code before its fix.
 
-// noHang runs f and fails the test if it has not returned within a minute
-// of real time: the guard of tests whose failure mode is a livelock, which
-// virtual time cannot see.
-func noHang(t *testing.T, what string, f func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f()
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		require.FailNowf(t, "hang", "%s did not return", what)
-	}
-}
-
 func TestMaxEntriesNeverEvictsTheEntryBeingInserted(t *testing.T) {
 	c := NewClient(WithMaxEntries(2))
 	defer c.Close()

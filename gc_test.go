@@ -11,14 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-type fakeGC struct {
-	pos int32
-	due []time.Duration
-}
-
-func (f *fakeGC) gcPos() *int32          { return &f.pos }
-func (f *fakeGC) gcDue(at time.Duration) { f.due = append(f.due, at) }
-
 func TestGCQueueOrderAndStop(t *testing.T) {
 	g := &gcQueue{epoch: time.Now()}
 	a, b, c := &fakeGC{}, &fakeGC{}, &fakeGC{}
@@ -40,33 +32,6 @@ func TestGCQueueOrderAndStop(t *testing.T) {
 	g.schedule(a, time.Second)
 	assert.Empty(t, g.items, "nothing is queued after stop")
 	assert.Equal(t, int32(0), a.pos)
-}
-
-// checkGCQueue reports whether every queued item knows its heap index, the
-// heap is ordered, and every target outside the queue has no place.
-func checkGCQueue(g *gcQueue, all []*fakeGC) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	queued := map[gcTarget]bool{}
-	for i, it := range g.items {
-		f := it.e
-		if pos := *f.gcPos(); pos != int32(i+1) {
-			return fmt.Errorf("item %d has place %d", i, pos)
-		}
-		if queued[f] {
-			return fmt.Errorf("item %d is queued twice", i)
-		}
-		queued[f] = true
-		if i > 0 && it.at < g.items[(i-1)/2].at {
-			return fmt.Errorf("heap order broken at %d", i)
-		}
-	}
-	for i, f := range all { // nil: only the queued items are checked
-		if !queued[f] && f.pos != 0 {
-			return fmt.Errorf("target %d is not queued but has place %d", i, f.pos)
-		}
-	}
-	return nil
 }
 
 func TestGCQueuePopClearsThePlace(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,50 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-type user struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-}
-
-func (u user) Validate() error {
-	if u.ID == "" {
-		return errors.New("user without id")
-	}
-	return nil
-}
-
-// api is a loopback server that records the raw request line and answers
-// with handler.
-type api struct {
-	*httptest.Server
-	hits    atomic.Int32
-	lastRaw atomic.Value // string: the request URI as sent
-	lastHdr atomic.Value // http.Header
-}
-
-func newAPI(t *testing.T, handler http.HandlerFunc) *api {
-	t.Helper()
-	a := &api{}
-	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.hits.Add(1)
-		a.lastRaw.Store(r.RequestURI)
-		a.lastHdr.Store(r.Header.Clone())
-		handler(w, r)
-	}))
-	t.Cleanup(a.Close)
-	return a
-}
-
 func echoUser(w http.ResponseWriter, r *http.Request) {
 	id := strings.TrimPrefix(r.URL.EscapedPath(), "/v1/users/")
 	json.NewEncoder(w).Encode(user{ID: id, Name: "user " + id})
-}
-
-func newHTTPClient(t *testing.T, a *api, opts ...ClientOption) *Client {
-	t.Helper()
-	c := NewClient(append([]ClientOption{WithBaseURL(a.URL + "/v1/")}, opts...)...)
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 func TestGetOverHTTP(t *testing.T) {

@@ -11,26 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// collect reads every state an observer delivers until it ends.
-type collected[T any] struct {
-	mu     sync.Mutex
-	states []State[T]
-	done   chan struct{}
-}
-
-func collectStates[T any](o *Observer[T]) *collected[T] {
-	c := &collected[T]{done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		for s := range o.Changes() {
-			c.mu.Lock()
-			c.states = append(c.states, s)
-			c.mu.Unlock()
-		}
-	}()
-	return c
-}
-
 func TestPolling(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newSource(slowValue(time.Second))

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -179,14 +178,6 @@ func (f *flakyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// relReset closes conn with a TCP reset rather than a FIN.
-func relReset(conn net.Conn) {
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	conn.Close()
-}
 
 // flakyTally counts what the workers and observers saw.
 type flakyTally struct {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -171,24 +170,6 @@ func newRedirectPair(t *testing.T) *redirectPair {
 	return p
 }
 
-const (
-	secAPIKey = "k-5ecret-api-key"
-	secBearer = "t-5ecret-bearer"
-	secSig    = "s-5ecret-signature"
-	secTenant = "x-5ecret-tenant"
-)
-
-func secCredentialOptions() []ClientOption {
-	return []ClientOption{
-		WithHeader("X-Api-Key", secAPIKey),
-		WithRequestEditor(func(r *http.Request) error {
-			r.Header.Set("Authorization", "Bearer "+secBearer)
-			r.Header.Set("X-Signature", secSig)
-			return nil
-		}),
-	}
-}
-
 // TestCredentialsStayOnTheirHostAfterARedirect: a redirect to another host
 // must not carry what WithHeader, an Endpoint header or a request editor
 // added. net/http itself drops Authorization (and cookies) on such a
@@ -314,54 +295,6 @@ func TestCredentialsNeverInErrors(t *testing.T) {
 	n, leaks := logs.result()
 	assert.Positive(t, n, "the Debug log saw the failures")
 	assert.Empty(t, leaks, "secrets in the log")
-}
-
-// secretLog is a slog handler at Debug level that counts records and keeps
-// every one that holds a secret.
-type secretLog struct {
-	secrets []string
-	mu      sync.Mutex
-	records int
-	leaks   []string
-	byMsg   map[string]int
-}
-
-func (l *secretLog) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// Write receives one formatted record per call (slog's text handler).
-func (l *secretLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.records++
-	if l.byMsg == nil {
-		l.byMsg = map[string]int{}
-	}
-	if i := bytes.Index(p, []byte(`msg="`)); i >= 0 {
-		rest := p[i+5:]
-		if j := bytes.IndexByte(rest, '"'); j >= 0 {
-			l.byMsg[string(rest[:j])]++
-		}
-	}
-	for _, s := range l.secrets {
-		if bytes.Contains(p, []byte(s)) {
-			l.leaks = append(l.leaks, string(p))
-		}
-	}
-	return len(p), nil
-}
-
-func (l *secretLog) result() (records int, leaks []string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.records, append([]string(nil), l.leaks...)
-}
-
-func (l *secretLog) count(msg string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.byMsg[msg]
 }
 
 // ---------- oversize bodies ----------

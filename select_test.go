@@ -12,14 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// received returns the states c has read so far, once the bubble is idle.
-func (c *collected[T]) received() []State[T] {
-	synctest.Wait()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]State[T](nil), c.states...)
-}
-
 // sameEvery20ms starts an observer polling data that never changes, every
 // 20 ms with 10 ms fetches, on an entry that holds that data already, and
 // returns the number of fetches and the states delivered after 10 polls.

@@ -21,11 +21,6 @@ import (
 
 // ---------- a loopback server: JSON over HTTP and a WebSocket ----------
 
-type wsUser struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-}
-
 // wsServer serves GET /users/{id} (counting fetches) and a WebSocket at
 // /ws whose connections run serve, numbered from 1. Close drops every
 // connection and waits for their handlers.
@@ -119,98 +114,12 @@ func (s *wsServer) attemptTimes() []time.Time {
 	return append([]time.Time(nil), s.times...)
 }
 
-// wsReadUntilDone reads (answering pings and the close handshake) until the
-// link ends, and returns the error that ended it.
-func wsReadUntilDone(ctx context.Context, c *websocket.Conn) error {
-	for {
-		if _, _, err := c.Read(ctx); err != nil {
-			return err
-		}
-	}
-}
-
-func wsWrite(ctx context.Context, c *websocket.Conn, msg string) {
-	c.Write(ctx, websocket.MessageText, []byte(msg))
-}
-
-// wsWaitFor polls cond until it holds or d passes.
-func wsWaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			require.FailNowf(t, "timed out", "timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-// wsWaitState reads o's changes until one satisfies ok.
-func wsWaitState[T any](t testing.TB, o *Observer[T], what string, ok func(State[T]) bool) State[T] {
-	t.Helper()
-	timeout := time.After(5 * time.Second)
-	for {
-		select {
-		case s, open := <-o.Changes():
-			if !open {
-				require.FailNowf(t, "observer ended", "observer ended waiting for %s", what)
-			}
-			if ok(s) {
-				return s
-			}
-		case <-timeout:
-			require.FailNowf(t, "timed out", "timed out waiting for %s; state %+v", what, o.State())
-		}
-	}
-}
-
-type wsErrorLog struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (l *wsErrorLog) add(err error) {
-	l.mu.Lock()
-	l.errs = append(l.errs, err)
-	l.mu.Unlock()
-}
-
-func (l *wsErrorLog) all() []error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]error(nil), l.errs...)
-}
-
-func (l *wsErrorLog) has(target error) bool {
-	for _, err := range l.all() {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	return false
-}
-
-func (l *wsErrorLog) contains(s string) bool {
-	for _, err := range l.all() {
-		if strings.Contains(err.Error(), s) {
-			return true
-		}
-	}
-	return false
-}
-
 func wsNewUserQuery(t testing.TB, srv *wsServer) (*Client, *Query[string, wsUser]) {
 	c := NewClient(WithBaseURL(srv.URL))
 	t.Cleanup(func() { c.Close() })
 	q := NewQuery[string, wsUser](c, Endpoint{URL: "/users/$id"}, StaleTime(Forever), Retry(0))
 	return c, q
 }
-
-func wsUserHandler(q *Query[string, wsUser]) MessageHandler {
-	return SetDataHandler(q, func(u wsUser) string { return u.ID })
-}
-
-var wsFast = []WSOption{WSReconnect(5*time.Millisecond, 50*time.Millisecond)}
 
 // ---------- tests ----------
 
