@@ -43,10 +43,10 @@ func DefaultCurveConfig(n int) CurveConfig {
 		Reads:          1 << 20,
 		MissBatch:      1_000,
 		MissBatches:    20,
-		GCs:            3,
+		GCs:            2,
 		GCTime:         500 * time.Millisecond,
 		MaxGCs:         50,
-		InvalidateOps:  3,
+		InvalidateOps:  2,
 		InvalidateTime: 200 * time.Millisecond,
 	}
 }

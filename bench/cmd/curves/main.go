@@ -161,15 +161,34 @@ func (res runs) sizes() []int {
 	return ns
 }
 
-// rounds returns the most runs any point has.
-func (res runs) rounds() int {
-	most := 0
+// rounds says how many runs the points are medians of: "3 rounds", or
+// "3 rounds (1 at 1M)" when some sizes have fewer (the most any library
+// has at each size).
+func (res runs) rounds() string {
+	most := map[int]int{}
 	for _, byN := range res {
-		for _, rs := range byN {
-			most = max(most, len(rs))
+		for n, rs := range byN {
+			most[n] = max(most[n], len(rs))
 		}
 	}
-	return most
+	top := 0
+	for _, k := range most {
+		top = max(top, k)
+	}
+	var fewer []string
+	for _, n := range res.sizes() {
+		if most[n] < top {
+			fewer = append(fewer, fmt.Sprintf("%d at %s", most[n], entries(n)))
+		}
+	}
+	s := fmt.Sprintf("%d round", top)
+	if top != 1 {
+		s += "s"
+	}
+	if len(fewer) > 0 {
+		s += " (" + strings.Join(fewer, ", ") + ")"
+	}
+	return s
 }
 
 // entries writes n for people: 10k, 100k, 1M.
@@ -226,10 +245,10 @@ func table(w io.Writer, res runs) int {
 }
 
 // chart draws c: entries across on a log scale, one line per library.
-func chart(c curve, res runs, rounds int) (*plot.Plot, error) {
+func chart(c curve, res runs, rounds string) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = c.title
-	p.X.Label.Text = fmt.Sprintf("entries (log scale); medians of %d round(s)", rounds)
+	p.X.Label.Text = "entries (log scale); medians of " + rounds
 	p.Y.Label.Text = c.axis
 	p.X.Scale = plot.LogScale{}
 	var ticks []plot.Tick
@@ -318,7 +337,7 @@ func run(out string, inputs []io.Reader, stdout io.Writer) error {
 	}
 	var md strings.Builder
 	table(&md, res)
-	fmt.Fprintf(&md, "\nMedians of %d round(s).\n", res.rounds())
+	fmt.Fprintf(&md, "\nMedians of %s.\n", res.rounds())
 	if err := os.WriteFile(filepath.Join(out, "curves.md"), []byte(md.String()), 0o644); err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ func TestRun(t *testing.T) {
 		"| GC pause p99 (forced GCs, readers running) | qcache | 60.0 µs | 90.0 µs |",
 		"| Full GC cycle with the cache live | otter v2 | 1.00 ms | 100 ms |",
 		"| Invalidate a prefix (1% of the entries) | qcache | 0.30 ms | 300 ms |",
-		"Medians of 2 round(s).",
+		"Medians of 2 rounds (1 at 1M).",
 	} {
 		assert.Contains(t, string(md), want)
 	}
@@ -57,6 +57,13 @@ func TestRun(t *testing.T) {
 func TestRunNoResults(t *testing.T) {
 	err := run(t.TempDir(), []io.Reader{strings.NewReader("BenchmarkW1Hot/qcache-2 1 2 ns/op\n")}, io.Discard)
 	assert.ErrorContains(t, err, "no BenchmarkCurve results")
+}
+
+func TestRounds(t *testing.T) {
+	one := map[string]float64{"hit-ns": 1}
+	res := runs{"qcache": {10_000: {one, one, one}, 1_000_000: {one}}, "otter": {10_000: {one}}}
+	assert.Equal(t, "3 rounds (1 at 1M)", res.rounds())
+	assert.Equal(t, "1 round", runs{"qcache": {10_000: {one}}}.rounds())
 }
 
 func TestEntries(t *testing.T) {
