@@ -28,8 +28,8 @@ type CurveConfig struct {
 	MissBatches int // then removed again outside the timing
 
 	GCs    int           // GC pause: at least this many forced collections while readers run,
-	GCTime time.Duration // and more, up to MaxGCs, until this much time was spent in them
-	MaxGCs int
+	GCTime time.Duration // and more until this much time was spent in them,
+	MaxGCs int           // but no more than this many
 
 	InvalidateOps  int           // prefix invalidation: at least this many ops,
 	InvalidateTime time.Duration // and until this much time was spent in them
@@ -166,8 +166,8 @@ func UniformSequence(keys []string) *Sequence {
 
 // ParallelHits reads seq's keys from g, reads in all, spread over
 // GOMAXPROCS readers that start at once, and returns the wall time per read
-// (as b.RunParallel's ns/op). Every key must be cached: a read of a key
-// not in seq's set is an error only if the Get fails.
+// (as b.RunParallel's ns/op). seq's keys should all be cached already, or
+// the misses are timed too; a failed Get is returned as the error.
 func ParallelHits(ctx context.Context, g Getter, seq *Sequence, reads int) (float64, error) {
 	readers := runtime.GOMAXPROCS(0)
 	per := max(1, reads/readers)
