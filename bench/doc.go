@@ -3,10 +3,12 @@
 // hand-written singleflight + sync.Map, and a bare sync.Map.Load as the
 // physical limit of a lookup.
 //
-// The workloads (W1 to W6) are Go benchmarks in bench_test.go; the helpers
-// they share live here so that plain `go test` can check each of them
-// quickly. `./run` runs every benchmark round by round and prints one
-// markdown table (see README.md).
+// The workloads (W1 to W6) are Go benchmarks in bench_test.go, the scaling
+// curves (BenchmarkCurve, at 10,000 to 1,000,000 entries, whose last point
+// is W7) in curves_test.go; the helpers they share live here so that plain
+// `go test` can check each of them quickly. `./run` runs every benchmark
+// round by round, prints one markdown table and draws the curves
+// (cmd/curves; see README.md).
 //
 // This is its own module so that the root module keeps its small set of
 // dependencies.

@@ -43,7 +43,7 @@ func NewPrefix(lib string, groups, perGroup int) Prefix {
 		fill(groups, p.Restore)
 		return p
 	case Sturdyc:
-		p := &sturdycPrefix{perGroup: perGroup, c: sturdyc.New[string](1<<18, 64, TTL, 10)}
+		p := &sturdycPrefix{perGroup: perGroup, c: sturdyc.New[string](SturdycCapacity(groups*perGroup), 64, TTL, 10)}
 		fill(groups, p.Restore)
 		return p
 	case SFMap:

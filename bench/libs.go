@@ -99,17 +99,21 @@ func (g *OtterGetter) Get(ctx context.Context, key string) (string, error) {
 
 func (g *OtterGetter) Close() { g.C.StopAllGoroutines() }
 
-// SturdycGetter is a sturdyc client of capacity 1<<18 in 64 shards with a
-// TTL, read with GetOrFetch. Its eviction goroutine never ends (sturdyc has
-// no Close).
+// SturdycGetter is a sturdyc client of capacity 1<<18 (more with
+// NewSturdycFor) in 64 shards with a TTL, read with GetOrFetch. Its
+// eviction goroutine never ends (sturdyc has no Close).
 type SturdycGetter struct {
 	C     *sturdyc.Client[string]
 	fetch Fetcher
 }
 
 // NewSturdyc returns a SturdycGetter.
-func NewSturdyc(fetch Fetcher) *SturdycGetter {
-	return &SturdycGetter{C: sturdyc.New[string](1<<18, 64, TTL, 10), fetch: fetch}
+func NewSturdyc(fetch Fetcher) *SturdycGetter { return NewSturdycFor(fetch, 0) }
+
+// NewSturdycFor returns a SturdycGetter with room for n entries
+// (SturdycCapacity).
+func NewSturdycFor(fetch Fetcher, n int) *SturdycGetter {
+	return &SturdycGetter{C: sturdyc.New[string](SturdycCapacity(n), 64, TTL, 10), fetch: fetch}
 }
 
 func (g *SturdycGetter) Get(ctx context.Context, key string) (string, error) {

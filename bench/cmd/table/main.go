@@ -1,7 +1,8 @@
 // Command table reads the output of bench's benchmarks (go test -bench, any
 // number of rounds, in any order) and prints one markdown table: the median
 // of each workload and library over the rounds, W1's ratio to the bare
-// sync.Map limit, and whether qcache meets the targets of issue 7.
+// sync.Map limit, whether qcache meets the targets of issue 7, and W7, the
+// 1,000,000-entry point of the scaling curves.
 //
 //	table [file ...]   # standard input when no file is given
 package main
@@ -262,6 +263,19 @@ func render(w io.Writer, res results) int {
 		t.row("W6 footprint per polling observer (10,000)", labels[qcache],
 			fmt.Sprintf("%.0f B/observer", b), "", fmt.Sprintf("%.2f goroutines, %.0f B of stack", g, st), "≤ 4 KiB", status)
 		t.na("W6 footprint per polling observer", "no observers")
+	}
+
+	// W7: memory and hit latency at 1,000,000 entries, the last point of
+	// the scaling curves (BenchmarkCurve; cmd/curves draws them all).
+	for _, lib := range append([]string{qcache}, peers...) {
+		name := "Curve/" + lib + "/n=1000000"
+		b, _, ok := res.get(name, 0, "B/entry")
+		hit, _, okHit := res.get(name, 0, "hit-ns")
+		if !ok || !okHit {
+			continue
+		}
+		t.row("W7 1M entries: memory, hit latency", labels[lib],
+			fmt.Sprintf("%.0f B/entry; %s/Get", b, dur(hit)), "", "", "", "uniform reads, one reader per CPU")
 	}
 	return t.rows
 }
