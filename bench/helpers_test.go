@@ -7,6 +7,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // One quick check per workload helper, so that plain `go test` says
@@ -31,14 +34,12 @@ func TestHitSetup(t *testing.T) {
 			defer g.Close()
 			for range 2 {
 				for _, k := range keys {
-					if v, err := g.Get(ctx, k); err != nil || v != vals[k] {
-						t.Fatalf("Get(%s) = %q, %v; want %q", k, v, err, vals[k])
-					}
+					v, err := g.Get(ctx, k)
+					require.NoError(t, err, "Get(%s)", k)
+					require.Equal(t, vals[k], v, "Get(%s)", k)
 				}
 			}
-			if fetches != len(keys) {
-				t.Errorf("%d fetches for %d keys read twice; want one per key", fetches, len(keys))
-			}
+			assert.Equal(t, len(keys), fetches, "fetches for keys read twice: want one per key")
 		})
 	}
 	seq := ZipfSequence(keys, 1.1)
@@ -46,13 +47,11 @@ func TestHitSetup(t *testing.T) {
 	for _, k := range seq.Keys {
 		count[k]++
 	}
-	if len(seq.Keys)&int(seq.Mask) != 0 || int(seq.Mask)+1 != len(seq.Keys) {
-		t.Errorf("sequence length %d, mask %#x: want a power of two and its mask", len(seq.Keys), seq.Mask)
-	}
-	if count[keys[0]] < count[keys[100]]*10 || len(count) < 200 {
-		t.Errorf("not Zipf-like: key 0 read %d times, key 100 %d times, %d distinct keys",
-			count[keys[0]], count[keys[100]], len(count))
-	}
+	assert.Zero(t, len(seq.Keys)&int(seq.Mask), "sequence length %d: want a power of two", len(seq.Keys))
+	assert.Equal(t, len(seq.Keys), int(seq.Mask)+1, "mask %#x: want the length's mask", seq.Mask)
+	assert.GreaterOrEqual(t, count[keys[0]], count[keys[100]]*10, "not Zipf-like: key 0 read %d times, key 100 %d times",
+		count[keys[0]], count[keys[100]])
+	assert.GreaterOrEqual(t, len(count), 200, "not Zipf-like: too few distinct keys")
 }
 
 // W2: a storm of qcache Gets on a cold key makes exactly one fetch, every
@@ -68,20 +67,15 @@ func TestStorm(t *testing.T) {
 			for i := range storms {
 				before := src.Calls()
 				wall, err := Storm(ctx, g, "cold-"+string(rune('a'+i)), stormGoroutines)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				n := src.Calls() - before
-				if n < 1 || (lib == Qcache && n != 1) {
-					t.Errorf("storm %d: %d fetches", i, n)
+				assert.GreaterOrEqual(t, n, int64(1), "storm %d: fetches", i)
+				if lib == Qcache {
+					assert.Equal(t, int64(1), n, "storm %d: fetches", i)
 				}
-				if wall < stormFetch {
-					t.Errorf("storm %d took %v, less than the fetch's %v", i, wall, stormFetch)
-				}
+				assert.GreaterOrEqual(t, wall, stormFetch, "storm %d took less than the fetch", i)
 			}
-			if f := src.MeanFetch(); f < stormFetch {
-				t.Errorf("mean fetch %v < %v", f, stormFetch)
-			}
+			assert.GreaterOrEqual(t, src.MeanFetch(), stormFetch, "mean fetch")
 		})
 	}
 }
@@ -93,9 +87,9 @@ func TestMemoryPerEntry(t *testing.T) {
 		t.Run(lib, func(t *testing.T) {
 			b := MemoryPerEntry(lib, 20_000)
 			t.Logf("%s: %.0f B/entry at 20,000 entries", lib, b)
-			if math.IsNaN(b) || b <= 0 || b > 5000 {
-				t.Errorf("%.1f B/entry: not plausible", b)
-			}
+			assert.False(t, math.IsNaN(b), "B/entry is NaN")
+			assert.Greater(t, b, 0.0, "B/entry not plausible")
+			assert.LessOrEqual(t, b, 5000.0, "B/entry not plausible")
 		})
 	}
 }
@@ -110,11 +104,11 @@ func TestNotify(t *testing.T) {
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: not every observer delivered", v)
+			require.FailNow(t, "not every observer delivered", "round %d", v)
 		}
-		if got := nb.Observed(); slices.ContainsFunc(got, func(d int) bool { return d != v }) {
-			t.Fatalf("round %d: observers hold %v", v, got[:5])
-		}
+		got := nb.Observed()
+		require.False(t, slices.ContainsFunc(got, func(d int) bool { return d != v }),
+			"round %d: observers hold %v", v, got[:5])
 	}
 }
 
@@ -128,26 +122,20 @@ func TestPrefix(t *testing.T) {
 			p := NewPrefix(lib, groups, per)
 			defer p.Close()
 			for g := range groups {
-				if !p.Fresh(g, 0) || !p.Fresh(g, per-1) {
-					t.Fatalf("group %d not filled", g)
-				}
+				require.True(t, p.Fresh(g, 0), "group %d not filled", g)
+				require.True(t, p.Fresh(g, per-1), "group %d not filled", g)
 			}
 			n, err := p.Invalidate(ctx, 3)
-			if err != nil || n != per {
-				t.Fatalf("Invalidate(3) = %d, %v; want %d", n, err, per)
-			}
+			require.NoError(t, err, "Invalidate(3)")
+			require.Equal(t, per, n, "Invalidate(3)")
 			for g := range groups {
 				for i := range per {
-					if fresh := p.Fresh(g, i); fresh != (g != 3) {
-						t.Fatalf("after Invalidate(3): (%d, %d) fresh = %v", g, i, fresh)
-					}
+					require.Equal(t, g != 3, p.Fresh(g, i), "after Invalidate(3): (%d, %d) fresh", g, i)
 				}
 			}
 			p.Restore(3)
 			for i := range per {
-				if !p.Fresh(3, i) {
-					t.Fatalf("after Restore(3): (3, %d) not fresh", i)
-				}
+				require.True(t, p.Fresh(3, i), "after Restore(3): (3, %d) not fresh", i)
 			}
 		})
 	}
@@ -158,10 +146,8 @@ func TestPrefix(t *testing.T) {
 func TestPollingFootprint(t *testing.T) {
 	fp := PollingFootprint(500, time.Hour)
 	t.Logf("%.0f B/observer, %.2f goroutines/observer, %d fetches", fp.Bytes, fp.Goroutines, fp.Fetches)
-	if fp.Fetches < 500 {
-		t.Errorf("%d fetches for 500 mounts", fp.Fetches)
-	}
-	if fp.Bytes <= 0 || fp.Bytes > 64<<10 || fp.Goroutines < 0.9 {
-		t.Errorf("footprint %+v not plausible", fp)
-	}
+	assert.GreaterOrEqual(t, fp.Fetches, uint64(500), "fetches for 500 mounts")
+	assert.Greater(t, fp.Bytes, 0.0, "footprint %+v not plausible", fp)
+	assert.LessOrEqual(t, fp.Bytes, float64(64<<10), "footprint %+v not plausible", fp)
+	assert.GreaterOrEqual(t, fp.Goroutines, 0.9, "footprint %+v not plausible", fp)
 }

@@ -3,6 +3,9 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 const sample = `goos: linux
@@ -25,12 +28,9 @@ PASS
 
 func TestRender(t *testing.T) {
 	res := results{}
-	if err := parse(strings.NewReader(sample), res); err != nil {
-		t.Fatal(err)
-	}
-	if got, _, _ := res.get("W1Hot/qcache", 1, "ns/op"); got != 25 {
-		t.Errorf("median of W1Hot/qcache at -cpu=1 = %v, want 25", got)
-	}
+	require.NoError(t, parse(strings.NewReader(sample), res))
+	got, _, _ := res.get("W1Hot/qcache", 1, "ns/op")
+	assert.Equal(t, 25.0, got, "median of W1Hot/qcache at -cpu=1")
 	var b strings.Builder
 	render(&b, res)
 	out := b.String()
@@ -43,8 +43,6 @@ func TestRender(t *testing.T) {
 		"3000 B/observer",
 		"| W7 1M entries: memory, hit latency | qcache | 305 B/entry; 160.0 ns/Get |",
 	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
+		assert.Contains(t, out, want, "the table")
 	}
 }
