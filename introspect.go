@@ -110,17 +110,24 @@ func (c *Client) initInspect() {
 // noteChange records a state change of e from old to n; e.mu is held.
 func (e *entry[P, T]) noteChange(w *watchState, old, n *snapshot[T]) {
 	w.changes.Add(1)
-	var h *history
+	h, known := (*history)(nil), false
 	if v, ok := w.hist.Load(anyEntry(e)); ok {
-		h = v.(*history)
+		h, known = v.(*history), true
 	} else {
-		h = &history{ver: e.dataVer}
+		h = &history{}
 		w.hist.Store(anyEntry(e), h)
 	}
-	// The data changed when its version moved since the last record (a
-	// SetData at the same instant as the data before it has the same
-	// time), or its time did.
-	dataChanged := h.ver != e.dataVer || !n.dataUpdatedAt.Equal(old.dataUpdatedAt)
+	// The data changed when its time did, or its version since the last
+	// record (a SetData at the same instant as the data before it has the
+	// same time: virtual time stands still). For an entry's first record
+	// there is no version to compare with; a SetData as the entry's last
+	// step tells.
+	dataChanged := !n.dataUpdatedAt.Equal(old.dataUpdatedAt)
+	if known {
+		dataChanged = dataChanged || h.ver != e.dataVer
+	} else {
+		dataChanged = dataChanged || e.setDataSeq == e.seq
+	}
 	h.ver = e.dataVer
 	r := record{at: time.Now(), kind: kindOf(old, n, dataChanged), status: n.status, fetch: n.fetchStatus, failures: n.failureCount}
 	if n.failed != nil {
