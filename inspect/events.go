@@ -64,15 +64,18 @@ func (h *handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
 	f := &feed{h: h, l: l, w: w, watch: watch, flush: func() { _ = rc.Flush() }}
-	f.rateAt = time.Now()
+	f.rateAt, f.rateN = time.Now(), watch.Changes() // another page may have opened the watch before
 	if !f.send("retry", nil) || !f.fullPass() || !f.sendStats(true) {
 		return
 	}
 	ctx := r.Context()
 	t := wait.NewTicker(h.cfg.interval)
 	defer t.Stop()
-	idle := 0
+	lastComment := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -80,12 +83,9 @@ func (h *handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 		case <-t.C:
 		}
 		ok := f.tick()
-		if ok {
-			idle++
-			if idle*int(h.cfg.interval) >= int(15*time.Second) { // keep proxies from closing an idle stream
-				idle = 0
-				ok = f.comment()
-			}
+		if ok && time.Since(lastComment) >= 15*time.Second { // keeps proxies from closing a quiet stream
+			lastComment = time.Now()
+			ok = f.comment()
 		}
 		if !ok {
 			return
