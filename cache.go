@@ -207,7 +207,8 @@ func (e *entry[P, T]) setLocked(mut func(*snapshot[T]), fresh int) {
 	if fresh == makeStale {
 		e.markStaleLocked()
 	}
-	n := *e.snap.Load()
+	old := e.snap.Load()
+	n := *old
 	mut(&n)
 	e.snap.Store(&n)
 	if fresh == makeFresh {
@@ -215,6 +216,9 @@ func (e *entry[P, T]) setLocked(mut func(*snapshot[T]), fresh int) {
 	}
 	if e.live != nil {
 		e.live.lastChange = time.Now()
+	}
+	if w := e.q.c.insp.watch.Load(); w != nil { // an inspector is open, or WithHistory (introspect.go)
+		e.noteChange(w, old, &n)
 	}
 	if h := e.q.c.stateHook; h != nil {
 		h(e.key, e.stateLocked())
@@ -919,6 +923,9 @@ func (e *entry[P, T]) removeLocked() bool {
 	e.stopGCLocked()
 	if !e.markGone() {
 		return false
+	}
+	if w := e.q.c.insp.watch.Load(); w != nil {
+		e.noteRemoved(w)
 	}
 	e.q.entries.delete(e.p, e)
 	e.q.c.entries.Add(-1)

@@ -44,6 +44,8 @@ type Client struct {
 	bus *busLink            // WithBus; nil without
 	sem *semaphore.Weighted // WithMaxConcurrentFetches; nil without
 
+	insp inspectState // inspector pages, histories, streams (introspect.go)
+
 	// stateHook, when set (by tests), sees every state an entry publishes,
 	// under the entry's lock.
 	stateHook func(key Key, state any)
@@ -80,6 +82,7 @@ func NewClient(opts ...ClientOption) *Client {
 	}
 	c.focused.Store(true)
 	c.online.Store(true)
+	c.initInspect()
 	c.startBus()
 	return c
 }

@@ -27,6 +27,7 @@ type clientConfig struct {
 	bus              *busConfig // WithBus
 	hooks            Hooks      // WithHooks
 	maxFetches       int        // WithMaxConcurrentFetches
+	history          int        // WithHistory (introspect.go)
 }
 
 const defaultMaxResponseBytes = 10 << 20

@@ -170,6 +170,7 @@ var rootImports = []docImport{
 	{"time", "time.Second"},
 	{"github.com/qcache-go/qcache", "qcache.NewClient"},
 	{"github.com/qcache-go/qcache/qcachetest", "qcachetest.WaitIdle"},
+	{"github.com/qcache-go/qcache/inspect", "inspect.Handler"},
 }
 
 var subModuleImports = map[string][]docImport{
@@ -219,6 +220,7 @@ var preambleDecls = []docDecl{
 	{[]string{"PostsParams"}, "", "type PostsParams struct {\n\tUserID string `path:\"userId\"`\n\tPage   int    `query:\"page,omitempty\"`\n}"},
 	{[]string{"listPosts"}, "", "var listPosts *qcache.Query[PostsParams, []Post]"},
 	{[]string{"metrics"}, "qcacheprom", "var metrics *qcacheprom.Collector"},
+	{[]string{"mux"}, "", "var mux = http.NewServeMux()"},
 }
 
 // importBlock is the import declaration and the uses of a file of a

@@ -148,6 +148,8 @@ func (c *Client) SubscribeWS(ctx context.Context, url string, h MessageHandler, 
 		defer close(s.done)
 		defer stop()
 		defer s.cancel()
+		c.trackStream(s) // for package inspect (introspect.go)
+		defer c.untrackStream(s)
 		s.run()
 	}) {
 		stop()

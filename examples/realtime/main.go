@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -33,6 +34,7 @@ import (
 	"github.com/coder/websocket/wsjson"
 
 	"github.com/qcache-go/qcache"
+	"github.com/qcache-go/qcache/inspect"
 )
 
 const usage = `Usage: go run ./examples/realtime [-scale factor]
@@ -153,6 +155,9 @@ func run(ctx context.Context, out io.Writer, scale float64) error {
 
 	fmt.Fprintf(out, "qcache real-time walk-through (-scale %g): demo API on %s, getUser with StaleTime(%v)\n",
 		scale, api.URL, d.at(staleTime))
+	insp := startInspector(d.client)
+	defer insp.close()
+	fmt.Fprintf(out, "inspector: open %s/debug/qcache/ to watch the cache live while this runs\n", insp.URL)
 	for _, pattern := range []func(){
 		d.polling,
 		d.conditionalPolling,
@@ -175,6 +180,30 @@ func run(ctx context.Context, out io.Writer, scale float64) error {
 	fmt.Fprintf(out, "\nDone in %.1fs: %d fetches, %d failed; %d observers left open.\n",
 		time.Since(d.start).Seconds(), st.Fetches, st.FetchErrors, st.Observers)
 	return ctx.Err()
+}
+
+// inspector serves the cache inspector (package inspect) on loopback,
+// mounted as a service mounts it (behind its own authentication there).
+type inspector struct {
+	*httptest.Server
+	cancel context.CancelFunc
+}
+
+func startInspector(c *qcache.Client) *inspector {
+	mux := http.NewServeMux()
+	mux.Handle("/debug/qcache/", http.StripPrefix("/debug/qcache", inspect.Handler(c, inspect.AllowActions())))
+	srv := httptest.NewUnstartedServer(mux)
+	// An open page keeps a request running (its live feed): its context
+	// ends with this one, so that Close does not wait for the browser.
+	ctx, cancel := context.WithCancel(context.Background())
+	srv.Config.BaseContext = func(net.Listener) context.Context { return ctx }
+	srv.Start()
+	return &inspector{Server: srv, cancel: cancel}
+}
+
+func (i *inspector) close() {
+	i.cancel()
+	i.Close()
 }
 
 // 1. Polling.

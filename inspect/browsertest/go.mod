@@ -1,0 +1,20 @@
+module github.com/qcache-go/qcache/inspect/browsertest
+
+go 1.25.0
+
+replace github.com/qcache-go/qcache => ../../
+
+require (
+	github.com/chromedp/chromedp v0.23.0
+	github.com/qcache-go/qcache v0.0.0-00010101000000-000000000000
+	github.com/stretchr/testify v1.12.1
+	go.uber.org/goleak v1.3.0
+)
+
+require (
+	github.com/chromedp/cdproto v0.159.0 // indirect
+	github.com/coder/websocket v1.8.15 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	golang.org/x/sync v0.22.0 // indirect
+)
