@@ -223,7 +223,7 @@ func ExampleNewQueryBatch() {
 			out[id] = "user " + strconv.Itoa(id)
 		}
 		return out, nil
-	})
+	}, BatchWindow(50*time.Millisecond)) // GetMany asks its keys from goroutines: leave them time to gather
 	got, err := users.GetMany(context.Background(), []int{1, 2, 3})
 	fmt.Println(got[2], err)
 	// Output:
