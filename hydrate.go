@@ -11,26 +11,6 @@ import (
 	"time"
 )
 
-// Dehydrate and Hydrate move a client's data to another client, or to the
-// same service after a restart, with the age it had: TanStack Query's
-// dehydrate and hydrate.
-//
-// The format is line-delimited JSON. The first line is a header naming the
-// format and its version:
-//
-//	{"qcache":"dehydrate","v":1}
-//
-// and every line after it is one entry:
-//
-//	{"query":"GET /users/$userId","key":["users","42"],"params":"42","data":{"id":"42","name":"Ada"},"updated_at":"2026-12-02T07:00:00Z","invalidated":true}
-//
-// query is the query's name (QueryName, or the default one), key its key,
-// params the JSON of the entry's P (a key cannot always be turned back into
-// P: Hydrate decodes params and checks that they give key), data the JSON of
-// the data, updated_at its DataUpdatedAt, and invalidated (left out when
-// false) whether it was invalidated. Readers ignore fields they do not know;
-// a version they do not know is refused whole.
-
 // snapshotVersion is the version of the format that Dehydrate writes and
 // Hydrate reads.
 const snapshotVersion = 1
@@ -56,7 +36,7 @@ type snapshotLine struct {
 
 // DehydrateError is returned by Dehydrate when it left entries out because
 // their params or data could not be encoded as JSON (a T holding a func or
-// a channel: mark such queries out with the Filter). Everything else was
+// a channel: leave such queries out with the Filter). Everything else was
 // written: the snapshot is whole and loads.
 type DehydrateError struct {
 	Skipped int   // entries left out
@@ -104,8 +84,22 @@ const (
 )
 
 // Dehydrate writes the entries f selects that hold data (fresh or stale,
-// with or without an error since) to w, in the format above, and returns
-// the first error of w. Each entry is written as one consistent state;
+// with or without an error since) to w, for Hydrate to read back, and
+// returns the first error of w: TanStack Query's dehydrate.
+//
+// The format is line-delimited JSON. The first line is a header naming the
+// format and its version, and every line after it is one entry:
+//
+//	{"qcache":"dehydrate","v":1}
+//	{"query":"GET /users/$userId","key":["users","42"],"params":"42","data":{"id":"42","name":"Ada"},"updated_at":"2026-12-02T07:00:00Z","invalidated":true}
+//
+// query is the query's name (QueryName, or the default one), key the
+// entry's key, params the JSON of its P (a key cannot always be turned back
+// into P: Hydrate decodes params and checks that they give key), data the
+// JSON of its data, updated_at its DataUpdatedAt, and invalidated (left out
+// when false) whether it was invalidated. Readers ignore fields they do not
+// know; a version they do not know is refused whole.
+// Each entry is written as one consistent state;
 // entries that change while Dehydrate runs are written as they were before
 // or after the change. It works on a closed client too, so that its last
 // state can be saved. It does not publish anything on the Bus.
