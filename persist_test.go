@@ -340,14 +340,14 @@ func TestFilePersisterSurvivesKill9(t *testing.T) {
 			}
 		}
 		time.Sleep(time.Duration(rng.Int64N(int64(saveTook)*3/2 + 1)))
-		require.NoError(t, cmd.Process.Kill())
-		werr := cmd.Wait()
-		require.Error(t, werr, "killed, not exited: %s", stderr.String())
-		for l := range lines {
+		require.NoError(t, cmd.Process.Kill(), "the writer ended early: %s", &stderr)
+		for l := range lines { // to the end of its output, before Wait closes the pipe
 			if f := strings.Fields(l); len(f) == 3 && f[0] == "saved" {
 				confirmed, _ = strconv.Atoi(f[1])
 			}
 		}
+		werr := cmd.Wait()
+		require.Error(t, werr, "killed, not exited: %s", stderr.String())
 
 		temps, err := filepath.Glob(path + ".tmp-*")
 		require.NoError(t, err)
