@@ -537,3 +537,58 @@ var (
 	_ func(*Client, io.Writer, Filter) error         = (*Client).Dehydrate
 	_ func(*Client, io.Reader) (HydrateStats, error) = (*Client).Hydrate
 )
+
+// restoreJSON is the primitive on anyEntry that Hydrate's rule rests on,
+// for tiers that find entries by key.
+func TestRestoreJSON(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, q, _ := hydQuery(t, StaleTime(time.Minute))
+		q.SetData("1", hydUser{ID: "1", Name: "cache"})
+		es := c.matching(Filter{Key: Key{"users", "1"}, Exact: true})
+		require.Len(t, es, 1)
+		e := es[0]
+		now := time.Now()
+
+		ok, err := e.restoreJSON([]byte(`{"id":"1","name":"older"}`), now.Add(-time.Second), false)
+		require.NoError(t, err)
+		assert.False(t, ok, "older than the entry's data")
+		_, err = e.restoreJSON([]byte(`{"id":""}`), now.Add(time.Second), false)
+		assert.ErrorContains(t, err, "no id", "validated as a fetched body is")
+		_, err = e.restoreJSON([]byte(`[1`), now.Add(time.Second), false)
+		assert.ErrorContains(t, err, "decode into qcache.hydUser")
+		assert.Equal(t, "cache", q.State("1").Data.Name)
+
+		time.Sleep(30 * time.Second)
+		ok, err = e.restoreJSON([]byte(`{"id":"1","name":"newer"}`), now.Add(10*time.Second), false)
+		require.NoError(t, err)
+		assert.True(t, ok)
+		s := q.State("1")
+		assert.Equal(t, "newer", s.Data.Name)
+		assert.False(t, s.IsStale)
+		time.Sleep(40*time.Second - time.Nanosecond)
+		assert.False(t, q.State("1").IsStale)
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		assert.True(t, q.State("1").IsStale, "stale StaleTime after the restored DataUpdatedAt")
+
+		ok, err = e.restoreJSON([]byte(`{"id":"1","name":"from a clock ahead"}`), time.Now().Add(time.Hour), false)
+		require.NoError(t, err)
+		assert.True(t, ok)
+		assert.True(t, q.State("1").DataUpdatedAt.Equal(time.Now()), "a time ahead of this clock counts as now")
+
+		ok, err = e.restoreJSON([]byte(`{"id":"1","name":"invalidated"}`), time.Now().Add(time.Hour), true)
+		require.NoError(t, err)
+		assert.False(t, ok, "as new as the entry's data: not restored")
+		time.Sleep(time.Second)
+		ok, err = e.restoreJSON([]byte(`{"id":"1","name":"invalidated"}`), time.Now(), true)
+		require.NoError(t, err)
+		assert.True(t, ok)
+		assert.True(t, q.State("1").IsInvalidated)
+		assert.True(t, q.State("1").IsStale)
+
+		q.Remove("1")
+		ok, err = e.restoreJSON([]byte(`{"id":"1","name":"late"}`), time.Now().Add(time.Second), false)
+		require.NoError(t, err)
+		assert.False(t, ok, "a removed entry takes nothing")
+	})
+}
