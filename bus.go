@@ -436,12 +436,9 @@ func (e *entry[P, T]) setJSON(data []byte) error {
 	if e.q.cfg.local {
 		return nil
 	}
-	var v T
-	if err := json.Unmarshal(data, &v); err != nil {
-		return fmt.Errorf("decode into %T: %w", v, err)
-	}
-	if err := validate(&v); err != nil {
-		return fmt.Errorf("validate %T: %w", v, err)
+	v, err := decodeValue[T](data)
+	if err != nil {
+		return err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

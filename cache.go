@@ -2,6 +2,7 @@ package qcache
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -35,6 +36,9 @@ type anyEntry interface {
 	remove()
 	// setJSON sets data received from a Bus (bus.go).
 	setJSON(data []byte) error
+	// restoreJSON sets data with the age it had in another cache, when it
+	// is newer than the entry's (Hydrate, shared tiers).
+	restoreJSON(data []byte, updatedAt time.Time, invalidated bool) (restored bool, err error)
 }
 
 // entry is the cache entry of one (query, P): its state, the one fetch in
@@ -238,6 +242,61 @@ func (e *entry[P, T]) setDataLocked(v T) {
 	e.setLocked(func(s *snapshot[T]) { s.succeed(v, nil, now, false) }, makeFresh)
 }
 
+// restoreJSON decodes data into T, validates it as a fetched body is, and
+// sets it as the entry's data as of updatedAt when that is newer than the
+// data the entry holds (or it holds none); it reports whether it did. It
+// is how data moves between caches with its age (Hydrate; shared tiers):
+// see restoreLocked. A decoding or validation error leaves the entry as it
+// was.
+func (e *entry[P, T]) restoreJSON(data []byte, updatedAt time.Time, invalidated bool) (bool, error) {
+	v, err := decodeValue[T](data)
+	if err != nil {
+		return false, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.restoreLocked(v, updatedAt, invalidated), nil
+}
+
+// restoreLocked sets v as the entry's data as of updatedAt, and reports
+// whether it did: only when the entry holds no data or older data
+// (TanStack's hydrate), and is neither removed nor closed. Unlike SetData
+// it keeps updatedAt, so StaleTime counts from it (data older than
+// StaleTime lands stale), restores the invalidated flag, and does not win
+// over a fetch in flight: that fetch's result, newer, replaces v when it
+// lands. A time ahead of this clock counts as now, so that a skewed clock
+// cannot stretch freshness. It does not publish.
+func (e *entry[P, T]) restoreLocked(v T, updatedAt time.Time, invalidated bool) bool {
+	if e.isGone() || e.q.c.closed.Load() {
+		return false
+	}
+	if now := time.Now(); updatedAt.After(now) {
+		updatedAt = now
+	}
+	if cur := e.snap.Load(); cur.hasData && !updatedAt.After(cur.dataUpdatedAt) {
+		return false
+	}
+	e.dataVer++
+	fresh := makeFresh
+	if invalidated {
+		fresh = makeStale
+	}
+	e.setLocked(func(s *snapshot[T]) { s.succeed(v, nil, updatedAt, invalidated) }, fresh)
+	return true
+}
+
+// decodeValue decodes data into a T and validates it, as a fetched body is.
+func decodeValue[T any](data []byte) (T, error) {
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, fmt.Errorf("decode into %T: %w", v, err)
+	}
+	if err := validate(&v); err != nil {
+		return v, fmt.Errorf("validate %T: %w", v, err)
+	}
+	return v, nil
+}
+
 // stateLocked returns the state with IsStale filled in.
 func (e *entry[P, T]) stateLocked() State[T] {
 	s := e.snap.Load().state()
@@ -275,13 +334,22 @@ func (e *entry[P, T]) markFreshLocked() {
 		e.setFresh(false)
 		return
 	}
+	// StaleTime counts from DataUpdatedAt: now for fetched data, earlier
+	// for restored data (restoreLocked).
+	left := st
+	if st != Forever {
+		if left = time.Until(e.snap.Load().dataUpdatedAt.Add(st)); left <= 0 {
+			e.setFresh(false)
+			return
+		}
+	}
 	e.setFresh(true)
 	if st == Forever {
 		return
 	}
 	lv := e.lv()
 	gen := lv.freshGen
-	lv.staleTimer = time.AfterFunc(st, func() { e.turnStale(gen) })
+	lv.staleTimer = time.AfterFunc(left, func() { e.turnStale(gen) })
 }
 
 func (e *entry[P, T]) markStaleLocked() {

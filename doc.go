@@ -35,6 +35,7 @@
 //	http.go      the HTTP fetch: URL, headers, redirects, conditional requests, decoding
 //	refetch.go   Observer: polling, focus, reconnect, Changes (entry → observers)
 //	invalidate.go, mutation.go, ws.go, bus.go   what changes entries from outside
+//	hydrate.go, persist.go   Dehydrate, Hydrate, FilePersister: a cache to a file and back, with its age
 //	hooks.go, stats.go   Hooks, Stats, QueryStats (entry → metrics, traces, logs)
 //	introspect.go   WithHistory, entries' histories and the view package inspect draws
 //	client.go, gc.go, options.go, state.go, errors.go   the client, gc queue, client and query options, State, errors
@@ -86,6 +87,11 @@
 // Invalidation. Client.Invalidate marks entries stale and refetches the
 // observed ones; InvalidateEvery does it on a ticker. Mutations invalidate
 // the filters they name when they settle, whether they succeeded or not.
+//
+// Warm restarts. Client.Dehydrate writes the entries that hold data, with
+// their age, and Client.Hydrate puts them back into the queries declared
+// with the same names, never over newer data; FilePersister does both with
+// a file, atomically, so that a restarted service starts warm.
 //
 // WebSocket. Client.SubscribeWS reads a socket and hands each message to a
 // handler (SetDataHandler, InvalidateHandler, Route), reconnecting with
