@@ -41,9 +41,8 @@ type anyEntry interface {
 // flight, the one follow-up fetch, its observers and its timers. Every state
 // change goes through setLocked, which publishes it and notifies observers.
 type entry[P comparable, T any] struct {
-	q   *Query[P, T]
-	p   P
-	key Key
+	q *Query[P, T]
+	p P // the entry's key is derived from it on demand (entryKey): a stored Key cost 56 bytes an entry
 
 	// Read without the lock, on the hit path.
 	flags atomic.Uint32 // flagFresh and flagGone
@@ -168,8 +167,8 @@ type fetchOp[T any] struct {
 	hasSetData bool
 }
 
-func newEntry[P comparable, T any](q *Query[P, T], p P, key Key) *entry[P, T] {
-	e := &entry[P, T]{q: q, p: p, key: key}
+func newEntry[P comparable, T any](q *Query[P, T], p P) *entry[P, T] {
+	e := &entry[P, T]{q: q, p: p}
 	e.flags.Store(flagNew)
 	e.snap.Store(&snapshot[T]{})
 	return e
@@ -217,7 +216,7 @@ func (e *entry[P, T]) setLocked(mut func(*snapshot[T]), fresh int) {
 		e.live.lastChange = time.Now()
 	}
 	if h := e.q.c.stateHook; h != nil {
-		h(e.key, e.stateLocked())
+		h(e.entryKey(), e.stateLocked())
 	}
 	e.notifyLocked(true)
 }
@@ -384,7 +383,10 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	q := e.q
 	c := q.c
 	hooks := &c.cfg.hooks
-	info := FetchInfo{Query: q.name, Key: e.key, Attempt: 1}
+	info := FetchInfo{Query: q.name, Attempt: 1}
+	if hooks.FetchStart != nil || hooks.FetchEnd != nil || hooks.Retry != nil {
+		info.Key = e.entryKey()
+	}
 	// ctx is what the fetch function gets: op.ctx, or what FetchStart made
 	// of it. Waits and cancellation go by op.ctx.
 	ctx := op.ctx
@@ -683,7 +685,7 @@ func (e *entry[P, T]) nextLocked() {
 
 // keyText is the key for errors and logs, cut as URLs are (a path value
 // of megabytes must not make an error of megabytes).
-func (e *entry[P, T]) keyText() string { return shortURL(e.key.String()) }
+func (e *entry[P, T]) keyText() string { return shortURL(e.entryKey().String()) }
 
 func (e *entry[P, T]) wrapErr(err error) error {
 	if err == nil {
@@ -787,7 +789,12 @@ func retryable(err error) bool {
 
 // ---------- invalidation, removal, gc ----------
 
-func (e *entry[P, T]) entryKey() Key { return e.key }
+// entryKey returns the entry's key, built from its P (a new Key each call):
+// keys are wanted by filters, hooks, errors and logs, never by a hit.
+func (e *entry[P, T]) entryKey() Key {
+	k, _ := e.q.keyFn(e.p) // it bound when the entry was made
+	return k
+}
 
 func (e *entry[P, T]) lastUsed() uint64 { return e.lastUse.Load() }
 
@@ -956,7 +963,7 @@ func (e *entry[P, T]) evict() bool {
 func (e *entry[P, T]) evicted(reason EvictReason) {
 	c := e.q.c
 	if h := c.cfg.hooks.Evicted; h != nil {
-		c.callHook("Evicted", func() { h(EvictInfo{Query: e.q.name, Key: e.key, Reason: reason}) })
+		c.callHook("Evicted", func() { h(EvictInfo{Query: e.q.name, Key: e.entryKey(), Reason: reason}) })
 	}
 }
 

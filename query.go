@@ -213,11 +213,10 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 		}
 		e := q.lookup(p)
 		if e == nil {
-			key, err := q.keyFn(p)
-			if err != nil {
+			if _, err := q.keyFn(p); err != nil {
 				return nil, fmt.Errorf("qcache: %s: %w", q.name, err)
 			}
-			ne := newEntry(q, p, key) // flagNew: no eviction takes it before it is locked below
+			ne := newEntry(q, p) // flagNew: no eviction takes it before it is locked below
 			ne.lastUse.Store(c.useClock.Add(1))
 			var loaded bool
 			e, loaded = q.entries.loadOrStore(p, ne)
@@ -406,7 +405,7 @@ func (q *Query[P, T]) SetData(p P, v T) {
 	}
 	e.setDataLocked(v)
 	e.mu.Unlock()
-	q.publishSetData(e.key, v)
+	q.publishSetData(p, v)
 }
 
 // Update replaces p's data with f(old, ok), where ok reports whether there
@@ -429,7 +428,7 @@ func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
 		if !e.isGone() && e.dataVer == ver {
 			e.setDataLocked(v)
 			e.mu.Unlock()
-			q.publishSetData(e.key, v)
+			q.publishSetData(p, v)
 			return
 		}
 		e.mu.Unlock()
@@ -464,7 +463,7 @@ func (q *Query[P, T]) UpdateExisting(p P, f func(old T) T) bool {
 		if !e.isGone() && e.dataVer == ver {
 			e.setDataLocked(v)
 			e.mu.Unlock()
-			q.publishSetData(e.key, v)
+			q.publishSetData(p, v)
 			return true
 		}
 		e.mu.Unlock()
@@ -484,9 +483,6 @@ func (q *Query[P, T]) Remove(p P) {
 // that cannot be bound (an empty path value) it returns the key as far as it
 // can be built.
 func (q *Query[P, T]) Key(p P) Key {
-	if e := q.lookup(p); e != nil {
-		return append(Key(nil), e.key...)
-	}
 	k, _ := q.keyFn(p)
 	return k
 }

@@ -523,6 +523,6 @@ func (e *entry[P, T]) observerEvent(added bool) {
 		q.nObservers.Add(-1)
 	}
 	if h != nil {
-		q.c.callHook("Observer", func() { h(q.name, e.key) })
+		q.c.callHook("Observer", func() { h(q.name, e.entryKey()) })
 	}
 }
