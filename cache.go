@@ -53,15 +53,15 @@ type entry[P comparable, T any] struct {
 	snap     atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change
 	lastUse  atomic.Uint64               // client.useClock when last used, for LRU eviction
 
-	mu         sync.Mutex
-	seq        uint64 // advanced by every fetch start, invalidation, SetData and reset
-	invalidSeq uint64 // seq of the last invalidation
-	setDataSeq uint64 // seq of the last SetData
-	resetSeq   uint64 // seq of the last Remove of an observed entry
-	dataVer    uint64 // advanced whenever Data changes, for Update
-	inflight   *fetchOp[T]
-	live       *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
-	gcAt       time.Duration // when gc removes the entry, as the gc queue counts; 0 while it is not due
+	mu sync.Mutex
+	// dataVer is advanced whenever Data changes, for Update: only equality
+	// is asked, so it wraps harmlessly. What a fetch in flight must know of
+	// the invalidations, SetData calls and resets that came after it started
+	// is marked on the fetch itself (fetchOp.invalidated, hasSetData, reset).
+	dataVer  uint32
+	inflight *fetchOp[T]
+	live     *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
+	gcAt     time.Duration // when gc removes the entry, as the gc queue counts; 0 while it is not due
 }
 
 // Bits of entry.flags.
@@ -150,7 +150,6 @@ type fetchOp[T any] struct {
 	done     chan struct{}
 	data     T
 	err      error
-	startSeq uint64
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	waiters  int             // callers blocked in wait
@@ -161,6 +160,11 @@ type fetchOp[T any] struct {
 	from     context.Context // whose values the fetch carries: the context of the call that started it
 	scope    *fetchScope     // written by the fetch's goroutine before it settles
 	nested   bool            // started from inside another fetch's function: takes no slot of a fetch bound
+	// What came while the fetch was in flight: an invalidation (its result
+	// lands stale, and callers who want fresh data wait for the next fetch),
+	// a reset by Remove (its result is not stored).
+	invalidated bool
+	reset       bool
 	// The last SetData while the fetch ran: what its waiters get, even when
 	// the entry is removed before the fetch settles.
 	setData    T
@@ -226,8 +230,6 @@ func (e *entry[P, T]) setDataLocked(v T) {
 	if op := e.inflight; op != nil {
 		op.setData, op.hasSetData = v, true
 	}
-	e.seq++
-	e.setDataSeq = e.seq
 	e.dataVer++
 	now := time.Now()
 	e.setLocked(func(s *snapshot[T]) { s.succeed(v, nil, now, false) }, makeFresh)
@@ -316,7 +318,7 @@ func (e *entry[P, T]) turnStale(gen uint64) {
 // content with any fetch that is running (Get, Prefetch, mount, interval,
 // focus, reconnect).
 func (e *entry[P, T]) joinLocked(ctx context.Context, w want) *fetchOp[T] {
-	if op := e.inflight; op != nil && (op.startSeq <= e.resetSeq || op.startSeq < e.invalidSeq) {
+	if op := e.inflight; op != nil && (op.reset || op.invalidated) {
 		// It started before a Remove reset the entry, or before the entry
 		// was invalidated: its result is not fresh, so wait for the fetch
 		// after it (one, shared by every such caller).
@@ -355,8 +357,6 @@ func (e *entry[P, T]) refetchLocked(ctx context.Context, w want) *fetchOp[T] {
 
 func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 	c := e.q.c
-	e.seq++
-	op.startSeq = e.seq
 	// The fetch has a cancellation of its own (Client.Close cancels it
 	// through abortFetch), and the values of the context of the call that
 	// started it: trace spans, request IDs. Joiners share them.
@@ -583,7 +583,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		e.q.count(nFetchSuccesses)
 	}
 	switch {
-	case e.isGone(), op.startSeq <= e.resetSeq:
+	case e.isGone(), op.reset:
 		// The entry was removed, or reset, while this fetch ran: the result
 		// goes to its own waiters only (or SetData's value, when one came
 		// after the fetch started).
@@ -597,7 +597,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		if err == nil {
 			outcome = OutcomeSuperseded
 		}
-	case e.setDataSeq > op.startSeq:
+	case op.hasSetData:
 		// SetData wins over every fetch that started before it.
 		op.data = e.snap.Load().data
 		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle) }, keepFresh)
@@ -610,7 +610,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		e.setLocked(func(s *snapshot[T]) {
 			s.fetchStatus = uint8(FetchIdle)
 			s.status = uint8(StatusError)
-			s.failed = &failure{err: op.err, at: now, seq: e.seq}
+			s.failed = &failure{err: op.err, at: now}
 			s.failureCount = failures
 			s.invalidated = true
 		}, makeStale)
@@ -632,7 +632,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		}
 		op.data = data
 		now := time.Now()
-		invalidated := e.invalidSeq > op.startSeq
+		invalidated := op.invalidated
 		fresh := makeFresh
 		if invalidated {
 			fresh = makeStale
@@ -822,9 +822,15 @@ func (e *entry[P, T]) invalidate(ctx context.Context, rt RefetchType, w want) fu
 	if e.isGone() {
 		return nil
 	}
-	e.seq++
-	e.invalidSeq = e.seq
-	e.setLocked(func(s *snapshot[T]) { s.invalidated = true }, makeStale)
+	if op := e.inflight; op != nil {
+		op.invalidated = true
+	}
+	e.setLocked(func(s *snapshot[T]) {
+		s.invalidated = true
+		if f := s.failed; f != nil && f.err != nil && !f.invalidated {
+			s.failed = &failure{err: f.err, at: f.at, invalidated: true} // CacheErrors serves it no more
+		}
+	}, makeStale)
 	active := e.hasEnabledObserverLocked()
 	var refetch bool
 	switch rt {
@@ -909,8 +915,9 @@ func (e *entry[P, T]) removeOrReset() bool {
 	if len(e.observersLocked()) == 0 {
 		return e.removeLocked()
 	}
-	e.seq++
-	e.resetSeq = e.seq
+	if op := e.inflight; op != nil { // cancelled above; marked all the same
+		op.reset = true
+	}
 	e.dataVer++
 	e.setLocked(func(s *snapshot[T]) { *s = snapshot[T]{fetchStatus: s.fetchStatus} }, makeStale)
 	if e.hasEnabledObserverLocked() {

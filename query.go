@@ -313,7 +313,7 @@ func (e *entry[P, T]) cachedErrLocked() error {
 		return nil
 	}
 	f := e.snap.Load().failed
-	if f == nil || f.err == nil || FetchStatus(e.snap.Load().fetchStatus) != FetchIdle || e.invalidSeq > f.seq ||
+	if f == nil || f.err == nil || FetchStatus(e.snap.Load().fetchStatus) != FetchIdle || f.invalidated ||
 		time.Since(f.at) >= q.cfg.errorTTL || !q.cfg.cacheErr(f.err) {
 		return nil
 	}

@@ -102,7 +102,9 @@ type snapshot[T any] struct {
 type failure struct {
 	err error
 	at  time.Time
-	seq uint64 // the entry's seq when it failed: CacheErrors keeps the error until a later invalidation
+	// invalidated: the entry was invalidated after it failed; CacheErrors
+	// keeps the error until then.
+	invalidated bool
 }
 
 func (n *snapshot[T]) state() State[T] {
