@@ -231,13 +231,13 @@ func (e *entry[P, T]) setDataLocked(v T) {
 		op.setData, op.hasSetData = v, true
 	}
 	e.dataVer++
-	now := time.Now()
+	now := e.q.c.clock()
 	e.setLocked(func(s *snapshot[T]) { s.succeed(v, nil, now, false) }, makeFresh)
 }
 
 // stateLocked returns the state with IsStale filled in.
 func (e *entry[P, T]) stateLocked() State[T] {
-	s := e.snap.Load().state()
+	s := e.snap.Load().state(e.q.c)
 	s.IsStale = !e.freshLocked()
 	return s
 }
@@ -251,7 +251,7 @@ func (e *entry[P, T]) freshLocked() bool {
 		return false
 	}
 	st := e.q.cfg.staleTime
-	return st == Forever || time.Now().Before(e.snap.Load().dataUpdatedAt.Add(st))
+	return st == Forever || e.q.c.clock() < addSat(e.snap.Load().dataUpdatedAt, st)
 }
 
 func (e *entry[P, T]) notifyLocked(changed bool) {
@@ -631,7 +631,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 			}
 		}
 		op.data = data
-		now := time.Now()
+		now := e.q.c.clock()
 		invalidated := op.invalidated
 		fresh := makeFresh
 		if invalidated {

@@ -36,7 +36,7 @@
 //	refetch.go   Observer: polling, focus, reconnect, Changes (entry → observers)
 //	invalidate.go, mutation.go, ws.go, bus.go   what changes entries from outside
 //	hooks.go, stats.go   Hooks, Stats, QueryStats (entry → metrics, traces, logs)
-//	client.go, gc.go, options.go, state.go, errors.go   the client, gc queue, client and query options, State, errors
+//	client.go, gc.go, clock.go, options.go, state.go, errors.go   the client, gc queue, entry times, client and query options, State, errors
 //
 // # Concepts
 //

@@ -157,7 +157,7 @@ func (e *entry[P, T]) info() EntryInfo {
 		HasData:       s.hasData,
 		IsStale:       !e.freshLocked(),
 		IsInvalidated: s.invalidated,
-		DataUpdatedAt: s.dataUpdatedAt,
+		DataUpdatedAt: s.updatedAt(e.q.c),
 		Observers:     len(e.observersLocked()),
 	}
 }

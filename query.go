@@ -326,7 +326,7 @@ func (e *entry[P, T]) youngData(d time.Duration) (T, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := e.snap.Load()
-	if !s.hasData || e.isGone() || time.Since(s.dataUpdatedAt) >= d {
+	if !s.hasData || e.isGone() || e.q.c.clock()-s.dataUpdatedAt >= d {
 		var zero T
 		return zero, false
 	}
