@@ -61,6 +61,7 @@ type entry[P comparable, T any] struct {
 	dataVer  uint32
 	inflight *fetchOp[T]
 	live     *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
+	ext      *entryExt     // the error and HTTP meta; nil until the entry has either
 	gcAt     time.Duration // when gc removes the entry, as the gc queue counts; 0 while it is not due
 }
 
@@ -232,12 +233,12 @@ func (e *entry[P, T]) setDataLocked(v T) {
 	}
 	e.dataVer++
 	now := e.q.c.clock()
-	e.setLocked(func(s *snapshot[T]) { s.succeed(v, nil, now, false) }, makeFresh)
+	e.setLocked(func(s *snapshot[T]) { e.succeedLocked(s, v, nil, now, false) }, makeFresh)
 }
 
 // stateLocked returns the state with IsStale filled in.
 func (e *entry[P, T]) stateLocked() State[T] {
-	s := e.snap.Load().state(e.q.c)
+	s := e.snap.Load().state(e.q.c, e.ext)
 	s.IsStale = !e.freshLocked()
 	return s
 }
@@ -401,8 +402,12 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	// Every fetch has a scope: the HTTP layer's channel, and how a fetch
 	// started from inside this one's function knows that it is nested.
 	sc := &fetchScope{}
-	if s := e.snap.Load(); q.http && s.hasData && s.meta != nil {
-		sc.prev, sc.prevData = s.meta, s.data
+	if q.http {
+		e.mu.Lock()
+		if s := e.snap.Load(); s.hasData && e.metaLocked() != nil {
+			sc.prev, sc.prevData = e.metaLocked(), s.data
+		}
+		e.mu.Unlock()
 	}
 	op.scope = sc
 	ctx = context.WithValue(ctx, scopeKey{}, sc)
@@ -610,7 +615,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		e.setLocked(func(s *snapshot[T]) {
 			s.fetchStatus = uint8(FetchIdle)
 			s.status = uint8(StatusError)
-			s.failed = &failure{err: op.err, at: now}
+			e.setExtLocked(&failure{err: op.err, at: now}, e.metaLocked())
 			s.failureCount = failures
 			s.invalidated = true
 		}, makeStale)
@@ -627,7 +632,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		if sc != nil {
 			meta = sc.meta
 			if sc.notModified {
-				meta = e.snap.Load().meta
+				meta = e.metaLocked()
 			}
 		}
 		op.data = data
@@ -639,7 +644,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		}
 		e.setLocked(func(s *snapshot[T]) {
 			s.fetchStatus = uint8(FetchIdle)
-			s.succeed(data, meta, now, invalidated)
+			e.succeedLocked(s, data, meta, now, invalidated)
 		}, fresh)
 	}
 	close(op.done)
@@ -827,8 +832,8 @@ func (e *entry[P, T]) invalidate(ctx context.Context, rt RefetchType, w want) fu
 	}
 	e.setLocked(func(s *snapshot[T]) {
 		s.invalidated = true
-		if f := s.failed; f != nil && f.err != nil && !f.invalidated {
-			s.failed = &failure{err: f.err, at: f.at, invalidated: true} // CacheErrors serves it no more
+		if f := e.failedLocked(); f != nil && f.err != nil && !f.invalidated {
+			e.ext.failed = &failure{err: f.err, at: f.at, invalidated: true} // CacheErrors serves it no more
 		}
 	}, makeStale)
 	active := e.hasEnabledObserverLocked()
@@ -919,7 +924,7 @@ func (e *entry[P, T]) removeOrReset() bool {
 		op.reset = true
 	}
 	e.dataVer++
-	e.setLocked(func(s *snapshot[T]) { *s = snapshot[T]{fetchStatus: s.fetchStatus} }, makeStale)
+	e.setLocked(func(s *snapshot[T]) { *s = snapshot[T]{fetchStatus: s.fetchStatus}; e.ext = nil }, makeStale)
 	if e.hasEnabledObserverLocked() {
 		e.refetchLocked(context.Background(), wantObserver)
 	}

@@ -312,7 +312,7 @@ func (e *entry[P, T]) cachedErrLocked() error {
 	if q.cfg.errorTTL <= 0 {
 		return nil
 	}
-	f := e.snap.Load().failed
+	f := e.failedLocked()
 	if f == nil || f.err == nil || FetchStatus(e.snap.Load().fetchStatus) != FetchIdle || f.invalidated ||
 		time.Since(f.at) >= q.cfg.errorTTL || !q.cfg.cacheErr(f.err) {
 		return nil
