@@ -46,9 +46,9 @@ type entry[P comparable, T any] struct {
 
 	// Read without the lock, on the hit path.
 	flags atomic.Uint32 // flagFresh and flagGone
-	// gcQueued is the entry's place in the client's gc queue, guarded by the
-	// queue. It sits beside flags so that the two fill one word: the entry
-	// then fits the 144-byte size class instead of the 160-byte one.
+	// gcQueued is the entry's place in its query's gc heap plus one (0: not
+	// there), guarded by the heap's lock. It sits beside flags so that the
+	// two fill one word.
 	gcQueued int32
 	snap     atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change
 	lastUse  atomic.Uint64               // client.useClock when last used, for LRU eviction
@@ -62,7 +62,9 @@ type entry[P comparable, T any] struct {
 	inflight *fetchOp[T]
 	live     *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
 	ext      *entryExt     // the error and HTTP meta; nil until the entry has either
-	gcAt     time.Duration // when gc removes the entry, as the gc queue counts; 0 while it is not due
+	// gcAt is when gc removes the entry, as the gc queue counts; 0 while it
+	// is not due. Written under mu and the query's gc heap lock both.
+	gcAt time.Duration
 }
 
 // Bits of entry.flags.
@@ -989,8 +991,7 @@ func (e *entry[P, T]) stopTimers() {
 
 func (e *entry[P, T]) stopGCLocked() {
 	if e.gcAt != 0 {
-		e.gcAt = 0
-		e.q.c.gc.unschedule(e)
+		e.q.gc.unschedule(e)
 	}
 }
 
@@ -1001,20 +1002,17 @@ func (e *entry[P, T]) scheduleGCLocked() {
 		e.stopGCLocked()
 		return
 	}
-	e.gcAt = addSat(e.q.c.gc.now(), e.q.cfg.gcTime)
-	e.q.c.gc.schedule(e, e.gcAt)
+	e.q.gc.schedule(e, addSat(e.q.c.gc.now(), e.q.cfg.gcTime))
 }
 
-func (e *entry[P, T]) gcPos() *int32 { return &e.gcQueued }
-
-// gcDue removes the entry when at is still its gc deadline (it was not
-// rescheduled meanwhile) and it is still idle and unobserved.
+// gcDue removes the entry, which its query's gc heap has just taken out as
+// due at at, when at is still its gc deadline (it was not rescheduled
+// meanwhile) and it is still idle and unobserved.
 func (e *entry[P, T]) gcDue(at time.Duration) {
 	e.mu.Lock()
 	removed := false
 	if e.gcAt == at && e.evictableLocked() {
-		e.gcAt = 0
-		removed = e.removeLocked()
+		removed = e.removeLocked() // clears gcAt
 	}
 	e.mu.Unlock()
 	if removed {

@@ -32,6 +32,7 @@ type Query[P comparable, T any] struct {
 	keyFn   func(p P) (Key, error)
 	static  Key // the segments every key of the query starts with
 	entries entryMap[P, T]
+	gc      entryHeap[P, T] // the idle entries by gc deadline
 
 	hits       stripedCounter // the hit path's counter; the client's Hits sum them
 	n          counters
@@ -49,6 +50,7 @@ func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *
 		panic("qcache: " + name + ": nil Client")
 	}
 	q := &Query[P, T]{c: c, cfg: defaultQueryConfig(), name: name}
+	q.gc.g = &c.gc
 	for _, o := range c.cfg.queryDefaults {
 		o(&q.cfg)
 	}
