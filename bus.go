@@ -580,9 +580,13 @@ func (q *Query[P, T]) publishAll() {
 	q.c.bus.enqueue(Event{Kind: EventInvalidate, Key: append(Key(nil), q.static...)})
 }
 
-// publishSetData publishes SetData or Update of the entry with key.
-func (q *Query[P, T]) publishSetData(key Key, v T) {
+// publishSetData publishes SetData or Update of p's entry.
+func (q *Query[P, T]) publishSetData(p P, v T) {
 	if q.cfg.local || !q.c.publishes(EventSetData) {
+		return
+	}
+	key, err := q.keyFn(p)
+	if err != nil {
 		return
 	}
 	data, err := json.Marshal(v)
@@ -592,7 +596,7 @@ func (q *Query[P, T]) publishSetData(key Key, v T) {
 		l.report(fmt.Errorf("qcache: bus: setData %s: encode %T (mark the query Local): %w", key, v, err))
 		return
 	}
-	q.c.bus.enqueue(Event{Kind: EventSetData, Key: append(Key(nil), key...), Exact: true, Data: data})
+	q.c.bus.enqueue(Event{Kind: EventSetData, Key: key, Exact: true, Data: data})
 }
 
 // ---------- in memory ----------

@@ -45,28 +45,30 @@ type anyEntry interface {
 // flight, the one follow-up fetch, its observers and its timers. Every state
 // change goes through setLocked, which publishes it and notifies observers.
 type entry[P comparable, T any] struct {
-	q   *Query[P, T]
-	p   P
-	key Key
+	q *Query[P, T]
+	p P // the entry's key is derived from it on demand (entryKey): a stored Key cost 56 bytes an entry
 
 	// Read without the lock, on the hit path.
 	flags atomic.Uint32 // flagFresh and flagGone
-	// gcQueued is the entry's place in the client's gc queue, guarded by the
-	// queue. It sits beside flags so that the two fill one word: the entry
-	// then fits the 144-byte size class instead of the 160-byte one.
+	// gcQueued is the entry's place in its query's gc heap plus one (0: not
+	// there), guarded by the heap's lock. It sits beside flags so that the
+	// two fill one word.
 	gcQueued int32
 	snap     atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change
 	lastUse  atomic.Uint64               // client.useClock when last used, for LRU eviction
 
-	mu         sync.Mutex
-	seq        uint64 // advanced by every fetch start, invalidation, SetData and reset
-	invalidSeq uint64 // seq of the last invalidation
-	setDataSeq uint64 // seq of the last SetData
-	resetSeq   uint64 // seq of the last Remove of an observed entry
-	dataVer    uint64 // advanced whenever Data changes, for Update
-	inflight   *fetchOp[T]
-	live       *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
-	gcAt       time.Duration // when gc removes the entry, as the gc queue counts; 0 while it is not due
+	mu sync.Mutex
+	// dataVer is advanced whenever Data changes, for Update: only equality
+	// is asked, so it wraps harmlessly. What a fetch in flight must know of
+	// the invalidations, SetData calls and resets that came after it started
+	// is marked on the fetch itself (fetchOp.invalidated, hasSetData, reset).
+	dataVer  uint32
+	inflight *fetchOp[T]
+	live     *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
+	ext      *entryExt     // the error and HTTP meta; nil until the entry has either
+	// gcAt is when gc removes the entry, as the gc queue counts; 0 while it
+	// is not due. Written under mu and the query's gc heap lock both.
+	gcAt time.Duration
 }
 
 // Bits of entry.flags.
@@ -155,7 +157,6 @@ type fetchOp[T any] struct {
 	done     chan struct{}
 	data     T
 	err      error
-	startSeq uint64
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	waiters  int             // callers blocked in wait
@@ -166,14 +167,19 @@ type fetchOp[T any] struct {
 	from     context.Context // whose values the fetch carries: the context of the call that started it
 	scope    *fetchScope     // written by the fetch's goroutine before it settles
 	nested   bool            // started from inside another fetch's function: takes no slot of a fetch bound
+	// What came while the fetch was in flight: an invalidation (its result
+	// lands stale, and callers who want fresh data wait for the next fetch),
+	// a reset by Remove (its result is not stored).
+	invalidated bool
+	reset       bool
 	// The last SetData while the fetch ran: what its waiters get, even when
 	// the entry is removed before the fetch settles.
 	setData    T
 	hasSetData bool
 }
 
-func newEntry[P comparable, T any](q *Query[P, T], p P, key Key) *entry[P, T] {
-	e := &entry[P, T]{q: q, p: p, key: key}
+func newEntry[P comparable, T any](q *Query[P, T], p P) *entry[P, T] {
+	e := &entry[P, T]{q: q, p: p}
 	e.flags.Store(flagNew)
 	e.snap.Store(&snapshot[T]{})
 	return e
@@ -211,7 +217,7 @@ func (e *entry[P, T]) setLocked(mut func(*snapshot[T]), fresh int) {
 	if fresh == makeStale {
 		e.markStaleLocked()
 	}
-	old := e.snap.Load()
+	old, ver, failed := e.snap.Load(), e.dataVer, e.failedLocked()
 	n := *old
 	mut(&n)
 	e.snap.Store(&n)
@@ -222,10 +228,10 @@ func (e *entry[P, T]) setLocked(mut func(*snapshot[T]), fresh int) {
 		e.live.lastChange = time.Now()
 	}
 	if w := e.q.c.insp.watch.Load(); w != nil { // an inspector is open, or WithHistory (introspect.go)
-		e.noteChange(w, old, &n)
+		e.noteChange(w, old, &n, e.dataVer != ver, failed)
 	}
 	if h := e.q.c.stateHook; h != nil {
-		h(e.key, e.stateLocked())
+		h(e.entryKey(), e.stateLocked())
 	}
 	e.notifyLocked(true)
 }
@@ -235,11 +241,8 @@ func (e *entry[P, T]) setDataLocked(v T) {
 	if op := e.inflight; op != nil {
 		op.setData, op.hasSetData = v, true
 	}
-	e.seq++
-	e.setDataSeq = e.seq
-	e.dataVer++
-	now := time.Now()
-	e.setLocked(func(s *snapshot[T]) { s.succeed(v, nil, now, false) }, makeFresh)
+	now := e.q.c.clock()
+	e.setLocked(func(s *snapshot[T]) { e.dataVer++; e.succeedLocked(s, v, nil, now, false) }, makeFresh)
 }
 
 // restoreJSON decodes data into T, validates it as a fetched body is, and
@@ -270,18 +273,18 @@ func (e *entry[P, T]) restoreLocked(v T, updatedAt time.Time, invalidated bool) 
 	if e.isGone() || e.q.c.closed.Load() {
 		return false
 	}
-	if now := time.Now(); updatedAt.After(now) {
-		updatedAt = now
+	at := updatedAt.Sub(e.q.c.gc.epoch) // as an offset from the client's epoch (clock.go)
+	if now := e.q.c.clock(); at > now {
+		at = now
 	}
-	if cur := e.snap.Load(); cur.hasData && !updatedAt.After(cur.dataUpdatedAt) {
+	if cur := e.snap.Load(); cur.hasData && at <= cur.dataUpdatedAt {
 		return false
 	}
-	e.dataVer++
 	fresh := makeFresh
 	if invalidated {
 		fresh = makeStale
 	}
-	e.setLocked(func(s *snapshot[T]) { s.succeed(v, nil, updatedAt, invalidated) }, fresh)
+	e.setLocked(func(s *snapshot[T]) { e.dataVer++; e.succeedLocked(s, v, nil, at, invalidated) }, fresh)
 	return true
 }
 
@@ -299,7 +302,7 @@ func decodeValue[T any](data []byte) (T, error) {
 
 // stateLocked returns the state with IsStale filled in.
 func (e *entry[P, T]) stateLocked() State[T] {
-	s := e.snap.Load().state()
+	s := e.snap.Load().state(e.q.c, e.ext)
 	s.IsStale = !e.freshLocked()
 	return s
 }
@@ -313,7 +316,7 @@ func (e *entry[P, T]) freshLocked() bool {
 		return false
 	}
 	st := e.q.cfg.staleTime
-	return st == Forever || time.Now().Before(e.snap.Load().dataUpdatedAt.Add(st))
+	return st == Forever || e.q.c.clock() < addSat(e.snap.Load().dataUpdatedAt, st)
 }
 
 func (e *entry[P, T]) notifyLocked(changed bool) {
@@ -338,7 +341,7 @@ func (e *entry[P, T]) markFreshLocked() {
 	// for restored data (restoreLocked).
 	left := st
 	if st != Forever {
-		if left = time.Until(e.snap.Load().dataUpdatedAt.Add(st)); left <= 0 {
+		if left = addSat(e.snap.Load().dataUpdatedAt, st) - e.q.c.clock(); left <= 0 {
 			e.setFresh(false)
 			return
 		}
@@ -389,7 +392,7 @@ func (e *entry[P, T]) turnStale(gen uint64) {
 // content with any fetch that is running (Get, Prefetch, mount, interval,
 // focus, reconnect).
 func (e *entry[P, T]) joinLocked(ctx context.Context, w want) *fetchOp[T] {
-	if op := e.inflight; op != nil && (op.startSeq <= e.resetSeq || op.startSeq < e.invalidSeq) {
+	if op := e.inflight; op != nil && (op.reset || op.invalidated) {
 		// It started before a Remove reset the entry, or before the entry
 		// was invalidated: its result is not fresh, so wait for the fetch
 		// after it (one, shared by every such caller).
@@ -428,8 +431,6 @@ func (e *entry[P, T]) refetchLocked(ctx context.Context, w want) *fetchOp[T] {
 
 func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 	c := e.q.c
-	e.seq++
-	op.startSeq = e.seq
 	// The fetch has a cancellation of its own (Client.Close cancels it
 	// through abortFetch), and the values of the context of the call that
 	// started it: trace spans, request IDs. Joiners share them.
@@ -456,7 +457,10 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	q := e.q
 	c := q.c
 	hooks := &c.cfg.hooks
-	info := FetchInfo{Query: q.name, Key: e.key, Attempt: 1}
+	info := FetchInfo{Query: q.name, Attempt: 1}
+	if hooks.FetchStart != nil || hooks.FetchEnd != nil || hooks.Retry != nil {
+		info.Key = e.entryKey()
+	}
 	// ctx is what the fetch function gets: op.ctx, or what FetchStart made
 	// of it. Waits and cancellation go by op.ctx.
 	ctx := op.ctx
@@ -471,8 +475,12 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	// Every fetch has a scope: the HTTP layer's channel, and how a fetch
 	// started from inside this one's function knows that it is nested.
 	sc := &fetchScope{}
-	if s := e.snap.Load(); q.http && s.hasData && s.meta != nil {
-		sc.prev, sc.prevData = s.meta, s.data
+	if q.http {
+		e.mu.Lock()
+		if s := e.snap.Load(); s.hasData && e.metaLocked() != nil {
+			sc.prev, sc.prevData = e.metaLocked(), s.data
+		}
+		e.mu.Unlock()
 	}
 	op.scope = sc
 	ctx = context.WithValue(ctx, scopeKey{}, sc)
@@ -653,7 +661,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		e.q.count(nFetchSuccesses)
 	}
 	switch {
-	case e.isGone(), op.startSeq <= e.resetSeq:
+	case e.isGone(), op.reset:
 		// The entry was removed, or reset, while this fetch ran: the result
 		// goes to its own waiters only (or SetData's value, when one came
 		// after the fetch started).
@@ -667,7 +675,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		if err == nil {
 			outcome = OutcomeSuperseded
 		}
-	case e.setDataSeq > op.startSeq:
+	case op.hasSetData:
 		// SetData wins over every fetch that started before it.
 		op.data = e.snap.Load().data
 		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle) }, keepFresh)
@@ -680,36 +688,40 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		e.setLocked(func(s *snapshot[T]) {
 			s.fetchStatus = uint8(FetchIdle)
 			s.status = uint8(StatusError)
-			s.failed = &failure{err: op.err, at: now, seq: e.seq}
+			e.setExtLocked(&failure{err: op.err, at: now}, e.metaLocked())
 			s.failureCount = failures
 			s.invalidated = true
 		}, makeStale)
 	default:
 		sc := op.scope
+		changed := false
 		if sc != nil && sc.notModified {
 			// 304: the data held is current; it is not decoded again.
 			data = e.snap.Load().data
 			e.q.count(nNotModified)
-		} else if sc == nil || !sc.same {
-			e.dataVer++ // the same T value again is no change of data
+		} else {
+			changed = sc == nil || !sc.same // the same T value again is no change of data
 		}
 		var meta *httpMeta
 		if sc != nil {
 			meta = sc.meta
 			if sc.notModified {
-				meta = e.snap.Load().meta
+				meta = e.metaLocked()
 			}
 		}
 		op.data = data
-		now := time.Now()
-		invalidated := e.invalidSeq > op.startSeq
+		now := e.q.c.clock()
+		invalidated := op.invalidated
 		fresh := makeFresh
 		if invalidated {
 			fresh = makeStale
 		}
 		e.setLocked(func(s *snapshot[T]) {
+			if changed {
+				e.dataVer++ // in the change, so that setLocked sees it (introspect.go)
+			}
 			s.fetchStatus = uint8(FetchIdle)
-			s.succeed(data, meta, now, invalidated)
+			e.succeedLocked(s, data, meta, now, invalidated)
 		}, fresh)
 	}
 	close(op.done)
@@ -755,7 +767,7 @@ func (e *entry[P, T]) nextLocked() {
 
 // keyText is the key for errors and logs, cut as URLs are (a path value
 // of megabytes must not make an error of megabytes).
-func (e *entry[P, T]) keyText() string { return shortURL(e.key.String()) }
+func (e *entry[P, T]) keyText() string { return shortURL(e.entryKey().String()) }
 
 func (e *entry[P, T]) wrapErr(err error) error {
 	if err == nil {
@@ -859,7 +871,12 @@ func retryable(err error) bool {
 
 // ---------- invalidation, removal, gc ----------
 
-func (e *entry[P, T]) entryKey() Key { return e.key }
+// entryKey returns the entry's key, built from its P (a new Key each call):
+// keys are wanted by filters, hooks, errors and logs, never by a hit.
+func (e *entry[P, T]) entryKey() Key {
+	k, _ := e.q.keyFn(e.p) // it bound when the entry was made
+	return k
+}
 
 func (e *entry[P, T]) lastUsed() uint64 { return e.lastUse.Load() }
 
@@ -887,9 +904,15 @@ func (e *entry[P, T]) invalidate(ctx context.Context, rt RefetchType, w want) fu
 	if e.isGone() {
 		return nil
 	}
-	e.seq++
-	e.invalidSeq = e.seq
-	e.setLocked(func(s *snapshot[T]) { s.invalidated = true }, makeStale)
+	if op := e.inflight; op != nil {
+		op.invalidated = true
+	}
+	e.setLocked(func(s *snapshot[T]) {
+		s.invalidated = true
+		if f := e.failedLocked(); f != nil && f.err != nil && !f.invalidated {
+			e.ext.failed = &failure{err: f.err, at: f.at, invalidated: true} // CacheErrors serves it no more
+		}
+	}, makeStale)
 	active := e.hasEnabledObserverLocked()
 	var refetch bool
 	switch rt {
@@ -974,10 +997,10 @@ func (e *entry[P, T]) removeOrReset() bool {
 	if len(e.observersLocked()) == 0 {
 		return e.removeLocked()
 	}
-	e.seq++
-	e.resetSeq = e.seq
-	e.dataVer++
-	e.setLocked(func(s *snapshot[T]) { *s = snapshot[T]{fetchStatus: s.fetchStatus} }, makeStale)
+	if op := e.inflight; op != nil { // cancelled above; marked all the same
+		op.reset = true
+	}
+	e.setLocked(func(s *snapshot[T]) { e.dataVer++; *s = snapshot[T]{fetchStatus: s.fetchStatus}; e.ext = nil }, makeStale)
 	if e.hasEnabledObserverLocked() {
 		e.refetchLocked(context.Background(), wantObserver)
 	}
@@ -1031,7 +1054,7 @@ func (e *entry[P, T]) evict() bool {
 func (e *entry[P, T]) evicted(reason EvictReason) {
 	c := e.q.c
 	if h := c.cfg.hooks.Evicted; h != nil {
-		c.callHook("Evicted", func() { h(EvictInfo{Query: e.q.name, Key: e.key, Reason: reason}) })
+		c.callHook("Evicted", func() { h(EvictInfo{Query: e.q.name, Key: e.entryKey(), Reason: reason}) })
 	}
 }
 
@@ -1045,8 +1068,7 @@ func (e *entry[P, T]) stopTimers() {
 
 func (e *entry[P, T]) stopGCLocked() {
 	if e.gcAt != 0 {
-		e.gcAt = 0
-		e.q.c.gc.unschedule(e)
+		e.q.gc.unschedule(e)
 	}
 }
 
@@ -1057,20 +1079,17 @@ func (e *entry[P, T]) scheduleGCLocked() {
 		e.stopGCLocked()
 		return
 	}
-	e.gcAt = addSat(e.q.c.gc.now(), e.q.cfg.gcTime)
-	e.q.c.gc.schedule(e, e.gcAt)
+	e.q.gc.schedule(e, addSat(e.q.c.gc.now(), e.q.cfg.gcTime))
 }
 
-func (e *entry[P, T]) gcPos() *int32 { return &e.gcQueued }
-
-// gcDue removes the entry when at is still its gc deadline (it was not
-// rescheduled meanwhile) and it is still idle and unobserved.
+// gcDue removes the entry, which its query's gc heap has just taken out as
+// due at at, when at is still its gc deadline (it was not rescheduled
+// meanwhile) and it is still idle and unobserved.
 func (e *entry[P, T]) gcDue(at time.Duration) {
 	e.mu.Lock()
 	removed := false
 	if e.gcAt == at && e.evictableLocked() {
-		e.gcAt = 0
-		removed = e.removeLocked()
+		removed = e.removeLocked() // clears gcAt
 	}
 	e.mu.Unlock()
 	if removed {

@@ -38,7 +38,7 @@
 //	hydrate.go, persist.go   Dehydrate, Hydrate, FilePersister: a cache to a file and back, with its age
 //	hooks.go, stats.go   Hooks, Stats, QueryStats (entry → metrics, traces, logs)
 //	introspect.go   WithHistory, entries' histories and the view package inspect draws
-//	client.go, gc.go, options.go, state.go, errors.go   the client, gc queue, client and query options, State, errors
+//	client.go, gc.go, clock.go, options.go, state.go, errors.go   the client, gc queue, entry times, client and query options, State, errors
 //
 // # Concepts
 //

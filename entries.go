@@ -86,7 +86,7 @@ func (q *Query[P, T]) patch(e *entry[P, T], f func(old T) T) bool {
 		if !e.isGone() && e.dataVer == ver {
 			e.setDataLocked(v)
 			e.mu.Unlock()
-			q.publishSetData(e.key, v)
+			q.publishSetData(e.p, v)
 			return true
 		}
 		e.mu.Unlock()
@@ -151,13 +151,13 @@ func (e *entry[P, T]) info() EntryInfo {
 	defer e.mu.Unlock()
 	s := e.snap.Load()
 	return EntryInfo{
-		Key:           e.key,
+		Key:           e.entryKey(),
 		Status:        Status(s.status),
 		FetchStatus:   FetchStatus(s.fetchStatus),
 		HasData:       s.hasData,
 		IsStale:       !e.freshLocked(),
 		IsInvalidated: s.invalidated,
-		DataUpdatedAt: s.dataUpdatedAt,
+		DataUpdatedAt: s.updatedAt(e.q.c),
 		Observers:     len(e.observersLocked()),
 	}
 }

@@ -6,9 +6,10 @@ import (
 	"time"
 )
 
-// gcQueue holds the gc deadlines of a client's idle entries in a min-heap
-// served by one timer: a timer per entry would cost more than the rest of
-// an entry's bookkeeping.
+// gcQueue holds the gc deadlines of a client's queries in a min-heap served
+// by one timer: a timer per entry would cost more than the rest of an
+// entry's bookkeeping. Each query orders its own idle entries in an
+// entryHeap, queued here for its earliest deadline.
 type gcQueue struct {
 	epoch   time.Time // deadlines are offsets from it: 8 bytes instead of a time.Time's 24
 	mu      sync.Mutex
@@ -179,6 +180,134 @@ func (g *gcQueue) down(i int) bool {
 			break
 		}
 		g.swap(i, j)
+		i = j
+	}
+	return i > start
+}
+
+// entryHeap is a query's idle entries in a min-heap by gc deadline: a
+// pointer an entry (the deadline and the place are the entry's gcAt and
+// gcQueued), where a slot of the client's queue took 24 bytes. The heap
+// itself is queued in the client's gcQueue for its earliest deadline, or
+// for an earlier one: a deadline that went away leaves the heap queued
+// for it, and the heap then finds nothing due and queues itself again.
+// Its lock comes after the entries' and before the client queue's.
+type entryHeap[P comparable, T any] struct {
+	mu    sync.Mutex
+	items []*entry[P, T]
+	g     *gcQueue
+	pos   int32 // the heap's place in g, guarded by g
+}
+
+func (h *entryHeap[P, T]) gcPos() *int32 { return &h.pos }
+
+// schedule queues e for at, or moves it there; e.mu is held.
+func (h *entryHeap[P, T]) schedule(e *entry[P, T], at time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e.gcAt = at
+	if pos := e.gcQueued; pos > 0 {
+		h.fix(int(pos - 1))
+	} else {
+		h.items = append(h.items, e)
+		e.gcQueued = int32(len(h.items))
+		h.up(len(h.items) - 1)
+	}
+	if h.items[0] == e {
+		h.g.schedule(h, at)
+	}
+}
+
+// unschedule takes e out of the heap, if it is there, and clears its
+// deadline; e.mu is held.
+func (h *entryHeap[P, T]) unschedule(e *entry[P, T]) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if pos := e.gcQueued; pos > 0 {
+		h.removeAtLocked(int(pos - 1))
+	}
+	e.gcAt = 0
+}
+
+// gcDue runs when the client's queue finds the heap due: it takes out the
+// entries that are due, queues the heap again for the next one, and tells
+// them, earliest first.
+func (h *entryHeap[P, T]) gcDue(time.Duration) {
+	type dueEntry struct {
+		e  *entry[P, T]
+		at time.Duration
+	}
+	var due []dueEntry
+	h.mu.Lock()
+	now := h.g.now()
+	for len(h.items) > 0 && h.items[0].gcAt <= now {
+		e := h.removeAtLocked(0)
+		due = append(due, dueEntry{e, e.gcAt})
+	}
+	if len(h.items) > 0 {
+		h.g.schedule(h, h.items[0].gcAt)
+	}
+	h.mu.Unlock()
+	for _, d := range due {
+		d.e.gcDue(d.at)
+	}
+}
+
+// removeAtLocked takes the entry at heap index i out and clears its place.
+func (h *entryHeap[P, T]) removeAtLocked(i int) *entry[P, T] {
+	last := len(h.items) - 1
+	e := h.items[i]
+	if i != last {
+		h.swap(i, last)
+	}
+	e.gcQueued = 0
+	h.items[last] = nil
+	h.items = h.items[:last]
+	if i < last {
+		h.fix(i)
+	}
+	return e
+}
+
+func (h *entryHeap[P, T]) swap(i, j int) {
+	h.items[i], h.items[j] = h.items[j], h.items[i]
+	h.items[i].gcQueued = int32(i + 1)
+	h.items[j].gcQueued = int32(j + 1)
+}
+
+func (h *entryHeap[P, T]) fix(i int) {
+	if !h.down(i) {
+		h.up(i)
+	}
+}
+
+func (h *entryHeap[P, T]) up(i int) {
+	for i > 0 {
+		parent := (i - 1) / 2
+		if h.items[i].gcAt >= h.items[parent].gcAt {
+			return
+		}
+		h.swap(i, parent)
+		i = parent
+	}
+}
+
+// down sifts i down and reports whether it moved.
+func (h *entryHeap[P, T]) down(i int) bool {
+	start, n := i, len(h.items)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		j := l
+		if r := l + 1; r < n && h.items[r].gcAt < h.items[l].gcAt {
+			j = r
+		}
+		if h.items[j].gcAt >= h.items[i].gcAt {
+			break
+		}
+		h.swap(i, j)
 		i = j
 	}
 	return i > start

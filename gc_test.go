@@ -92,3 +92,85 @@ func TestGCQueueRandomized(t *testing.T) {
 		g.stop()
 	}
 }
+
+// checkEntryHeap reports whether every entry in a query's gc heap knows its
+// index, the heap is ordered by deadline, and every entry outside it has no
+// place.
+func checkEntryHeap(h *entryHeap[int, int], all []*entry[int, int]) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	queued := map[*entry[int, int]]bool{}
+	for i, e := range h.items {
+		if e.gcQueued != int32(i+1) {
+			return fmt.Errorf("item %d has place %d", i, e.gcQueued)
+		}
+		if queued[e] {
+			return fmt.Errorf("item %d is queued twice", i)
+		}
+		queued[e] = true
+		if i > 0 && e.gcAt < h.items[(i-1)/2].gcAt {
+			return fmt.Errorf("heap order broken at %d", i)
+		}
+	}
+	for i, e := range all {
+		if !queued[e] && e.gcQueued != 0 {
+			return fmt.Errorf("entry %d is not queued but has place %d", i, e.gcQueued)
+		}
+	}
+	return nil
+}
+
+// TestEntryHeapRandomized runs random schedules, unschedules and pops on a
+// query's gc heap and checks its invariants after each, and that the heap
+// keeps itself queued in the client's queue for a deadline no later than
+// its earliest.
+func TestEntryHeapRandomized(t *testing.T) {
+	for seed := range uint64(40) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		g := &gcQueue{epoch: time.Now()}
+		h := &entryHeap[int, int]{g: g}
+		all := make([]*entry[int, int], 1+rng.IntN(20))
+		for i := range all {
+			all[i] = &entry[int, int]{p: i}
+		}
+		var ops []string
+		for range 300 {
+			n := rng.IntN(len(all))
+			e := all[n]
+			switch rng.IntN(4) {
+			case 0, 1:
+				at := time.Hour * time.Duration(1+rng.IntN(50)) // the queue's own timer never fires
+				ops = append(ops, fmt.Sprintf("schedule(%d, %d)", n, at))
+				h.schedule(e, at)
+				require.Equal(t, at, e.gcAt)
+			case 2:
+				ops = append(ops, fmt.Sprintf("unschedule(%d)", n))
+				h.unschedule(e)
+				require.Zero(t, e.gcAt)
+			case 3:
+				ops = append(ops, "pop")
+				h.mu.Lock()
+				if len(h.items) > 0 {
+					min := h.items[0].gcAt
+					got := h.removeAtLocked(0)
+					require.Equal(t, min, got.gcAt)
+					for _, o := range h.items {
+						require.GreaterOrEqual(t, o.gcAt, min, "the earliest deadline comes out first")
+					}
+				}
+				h.mu.Unlock()
+			}
+			require.NoErrorf(t, checkEntryHeap(h, all), "seed %d; operations:\n%s", seed, strings.Join(ops, "\n"))
+			h.mu.Lock()
+			if len(h.items) > 0 {
+				g.mu.Lock()
+				require.Positivef(t, h.pos, "seed %d: a heap with entries is queued", seed)
+				require.LessOrEqualf(t, g.items[h.pos-1].at, h.items[0].gcAt,
+					"seed %d: the heap is queued no later than its earliest deadline", seed)
+				g.mu.Unlock()
+			}
+			h.mu.Unlock()
+		}
+		g.stop()
+	}
+}

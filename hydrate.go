@@ -165,14 +165,15 @@ func (q *Query[P, T]) queryName() string { return q.name }
 func (q *Query[P, T]) dehydrate(sw *snapshotWriter, f Filter) error {
 	var err error
 	q.entries.each(func(e *entry[P, T]) bool {
-		if !f.Match(e.key) || (f.onState() && !f.matchState(e.info())) {
+		key := e.entryKey()
+		if !f.Match(key) || (f.onState() && !f.matchState(e.info())) {
 			return true
 		}
 		s := e.snap.Load() // published whole: one consistent state
 		if !s.hasData {
 			return true
 		}
-		l := snapshotLine{Query: q.name, Key: e.key, UpdatedAt: s.dataUpdatedAt.UTC(), Invalidated: s.invalidated}
+		l := snapshotLine{Query: q.name, Key: key, UpdatedAt: s.updatedAt(q.c).UTC(), Invalidated: s.invalidated}
 		params, perr := sw.encodeValue(e.p)
 		if perr != nil {
 			sw.skip(fmt.Errorf("%s %s: encode params %T: %w", q.name, e.keyText(), e.p, perr))

@@ -59,8 +59,7 @@ func (w *watchState) Removals() uint64 { return w.removals.Load() }
 // lock.
 type history struct {
 	recs []record
-	next int    // where the next record goes once recs is full
-	ver  uint64 // the entry's data version at the last record
+	next int // where the next record goes once recs is full
 }
 
 type record struct {
@@ -108,30 +107,24 @@ func (c *Client) initInspect() {
 }
 
 // noteChange records a state change of e from old to n; e.mu is held.
-func (e *entry[P, T]) noteChange(w *watchState, old, n *snapshot[T]) {
+// dataChanged says whether the change replaced the data (setLocked tells
+// it from the entry's data version: a SetData at the same instant as the
+// data before it has the same time, as in virtual time); failed is the
+// entry's failure box before the change.
+func (e *entry[P, T]) noteChange(w *watchState, old, n *snapshot[T], dataChanged bool, failed *failure) {
 	w.changes.Add(1)
-	h, known := (*history)(nil), false
+	var h *history
 	if v, ok := w.hist.Load(anyEntry(e)); ok {
-		h, known = v.(*history), true
+		h = v.(*history)
 	} else {
 		h = &history{}
 		w.hist.Store(anyEntry(e), h)
 	}
-	// The data changed when its time did, or its version since the last
-	// record (a SetData at the same instant as the data before it has the
-	// same time: virtual time stands still). For an entry's first record
-	// there is no version to compare with; a SetData as the entry's last
-	// step tells.
-	dataChanged := !n.dataUpdatedAt.Equal(old.dataUpdatedAt)
-	if known {
-		dataChanged = dataChanged || h.ver != e.dataVer
-	} else {
-		dataChanged = dataChanged || e.setDataSeq == e.seq
-	}
-	h.ver = e.dataVer
-	r := record{at: time.Now(), kind: kindOf(old, n, dataChanged), status: n.status, fetch: n.fetchStatus, failures: n.failureCount}
-	if n.failed != nil {
-		r.err = n.failed.err
+	dataChanged = dataChanged || n.dataUpdatedAt != old.dataUpdatedAt
+	now := e.failedLocked()
+	r := record{at: time.Now(), kind: kindOf(old, n, failed, now, dataChanged), status: n.status, fetch: n.fetchStatus, failures: n.failureCount}
+	if now != nil {
+		r.err = now.err
 	}
 	if len(h.recs) < w.keep {
 		h.recs = append(h.recs, r)
@@ -149,14 +142,14 @@ func (e *entry[P, T]) noteRemoved(w *watchState) {
 
 // kindOf names the change from old to n; dataChanged says whether the
 // data did.
-func kindOf[T any](old, n *snapshot[T], dataChanged bool) changeKind {
+func kindOf[T any](old, n *snapshot[T], oldFailed, failed *failure, dataChanged bool) changeKind {
 	idle := uint8(FetchIdle)
 	switch {
 	case old.fetchStatus == idle && n.fetchStatus != idle:
 		return changeFetchStarted
 	case old.fetchStatus != idle && n.fetchStatus == idle:
 		switch {
-		case n.failed != old.failed && n.failed != nil && n.failed.err != nil:
+		case failed != oldFailed && failed != nil && failed.err != nil:
 			return changeFetchFailed
 		case n.hasData && dataChanged:
 			return changeFetched
@@ -260,7 +253,7 @@ func (c *Client) untrackStream(s *WSStream) {
 
 // The entry's side of the view.
 
-func (e *entry[P, T]) InspectKey() []string { return e.key }
+func (e *entry[P, T]) InspectKey() []string { return e.entryKey() }
 func (e *entry[P, T]) InspectQuery() string { return e.q.name }
 
 func (e *entry[P, T]) InspectRow() introspect.Row {
@@ -274,13 +267,13 @@ func (e *entry[P, T]) InspectRow() introspect.Row {
 		Stale:         !e.freshLocked(),
 		Invalidated:   s.invalidated,
 		Observers:     len(e.observersLocked()),
-		DataUpdatedAt: s.dataUpdatedAt,
+		DataUpdatedAt: s.updatedAt(e.q.c),
 		FailureCount:  int(s.failureCount),
-		DataVersion:   e.dataVer,
+		DataVersion:   uint64(e.dataVer),
 		Gone:          e.isGone(),
 	}
-	if s.failed != nil {
-		r.Err, r.ErrorUpdatedAt = s.failed.err, s.failed.at
+	if f := e.failedLocked(); f != nil {
+		r.Err, r.ErrorUpdatedAt = f.err, f.at
 	}
 	return r
 }
@@ -290,9 +283,9 @@ func (e *entry[P, T]) InspectData() (any, uint64, bool) {
 	defer e.mu.Unlock()
 	s := e.snap.Load()
 	if !s.hasData || e.isGone() {
-		return nil, e.dataVer, false
+		return nil, uint64(e.dataVer), false
 	}
-	return s.data, e.dataVer, true
+	return s.data, uint64(e.dataVer), true
 }
 
 func (e *entry[P, T]) InspectHistory() []introspect.Change {

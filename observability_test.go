@@ -222,9 +222,11 @@ func TestHooks(t *testing.T) {
 
 		_, err := q.Get(ctx, "a")
 		require.NoError(t, err)
+		synctest.Wait() // FetchEnd runs after the fetch has woken its waiters
 		assert.Equal(t, "from-hook", ctxSeen.Load(), "the fetch function gets FetchStart's context")
 		_, err = q.Get(ctx, "bad")
 		require.Error(t, err)
+		synctest.Wait()
 
 		go q.Get(ctx, "set") // superseded by the SetData below
 		synctest.Wait()

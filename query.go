@@ -32,6 +32,7 @@ type Query[P comparable, T any] struct {
 	keyFn   func(p P) (Key, error)
 	static  Key // the segments every key of the query starts with
 	entries entryMap[P, T]
+	gc      entryHeap[P, T] // the idle entries by gc deadline
 
 	hits       stripedCounter // the hit path's counter; the client's Hits sum them
 	n          counters
@@ -49,6 +50,7 @@ func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *
 		panic("qcache: " + name + ": nil Client")
 	}
 	q := &Query[P, T]{c: c, cfg: defaultQueryConfig(), name: name}
+	q.gc.g = &c.gc
 	for _, o := range c.cfg.queryDefaults {
 		o(&q.cfg)
 	}
@@ -213,11 +215,10 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 		}
 		e := q.lookup(p)
 		if e == nil {
-			key, err := q.keyFn(p)
-			if err != nil {
+			if _, err := q.keyFn(p); err != nil {
 				return nil, fmt.Errorf("qcache: %s: %w", q.name, err)
 			}
-			ne := newEntry(q, p, key) // flagNew: no eviction takes it before it is locked below
+			ne := newEntry(q, p) // flagNew: no eviction takes it before it is locked below
 			ne.lastUse.Store(c.useClock.Add(1))
 			var loaded bool
 			e, loaded = q.entries.loadOrStore(p, ne)
@@ -313,8 +314,8 @@ func (e *entry[P, T]) cachedErrLocked() error {
 	if q.cfg.errorTTL <= 0 {
 		return nil
 	}
-	f := e.snap.Load().failed
-	if f == nil || f.err == nil || FetchStatus(e.snap.Load().fetchStatus) != FetchIdle || e.invalidSeq > f.seq ||
+	f := e.failedLocked()
+	if f == nil || f.err == nil || FetchStatus(e.snap.Load().fetchStatus) != FetchIdle || f.invalidated ||
 		time.Since(f.at) >= q.cfg.errorTTL || !q.cfg.cacheErr(f.err) {
 		return nil
 	}
@@ -327,7 +328,7 @@ func (e *entry[P, T]) youngData(d time.Duration) (T, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := e.snap.Load()
-	if !s.hasData || e.isGone() || time.Since(s.dataUpdatedAt) >= d {
+	if !s.hasData || e.isGone() || e.q.c.clock()-s.dataUpdatedAt >= d {
 		var zero T
 		return zero, false
 	}
@@ -406,7 +407,7 @@ func (q *Query[P, T]) SetData(p P, v T) {
 	}
 	e.setDataLocked(v)
 	e.mu.Unlock()
-	q.publishSetData(e.key, v)
+	q.publishSetData(p, v)
 }
 
 // Update replaces p's data with f(old, ok), where ok reports whether there
@@ -429,7 +430,7 @@ func (q *Query[P, T]) Update(p P, f func(old T, ok bool) T) {
 		if !e.isGone() && e.dataVer == ver {
 			e.setDataLocked(v)
 			e.mu.Unlock()
-			q.publishSetData(e.key, v)
+			q.publishSetData(p, v)
 			return
 		}
 		e.mu.Unlock()
@@ -464,7 +465,7 @@ func (q *Query[P, T]) UpdateExisting(p P, f func(old T) T) bool {
 		if !e.isGone() && e.dataVer == ver {
 			e.setDataLocked(v)
 			e.mu.Unlock()
-			q.publishSetData(e.key, v)
+			q.publishSetData(p, v)
 			return true
 		}
 		e.mu.Unlock()
@@ -484,9 +485,6 @@ func (q *Query[P, T]) Remove(p P) {
 // that cannot be bound (an empty path value) it returns the key as far as it
 // can be built.
 func (q *Query[P, T]) Key(p P) Key {
-	if e := q.lookup(p); e != nil {
-		return append(Key(nil), e.key...)
-	}
 	k, _ := q.keyFn(p)
 	return k
 }

@@ -159,7 +159,7 @@ type link[P comparable, T, D any] struct {
 	verOK   bool       // ver is a version of the entry observed now
 	cur     D          // the selected value
 	gen     uint64     // advanced whenever cur changes, by the observer's equality
-	ver     uint64     // the entry's dataVer that cur was selected from
+	ver     uint32     // the entry's dataVer that cur was selected from
 	selFail *failure   // sel panicked on the data of ver
 	ph      *D         // SetParams's placeholder: the data shown before the move
 	last    notifyMark // the observer's state at the last delivery, for NotifyOn
@@ -523,6 +523,6 @@ func (e *entry[P, T]) observerEvent(added bool) {
 		q.nObservers.Add(-1)
 	}
 	if h != nil {
-		q.c.callHook("Observer", func() { h(q.name, e.key) })
+		q.c.callHook("Observer", func() { h(q.name, e.entryKey()) })
 	}
 }
