@@ -64,6 +64,8 @@ type anyQuery interface {
 	eachEntry(yield func(anyEntry) bool)
 	staticPrefix() Key // every key of the query starts with it
 	stats() QueryStats
+	// eachMatch calls yield for the entries a filter selects (keyindex.go).
+	eachMatch(f Filter, yield func(anyEntry) bool) bool
 }
 
 // NewClient returns a client configured by opts. It starts no goroutine,

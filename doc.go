@@ -31,6 +31,7 @@
 //	query.go     Query, NewQuery, NewQueryFunc: Get, Fetch, SetData … (endpoint → Query)
 //	batch.go     GetMany, NewQueryBatch: many keys at once
 //	entrymap.go  a query's entries, looked up without a lock (Query → entry)
+//	keyindex.go  a query's entries by key prefix, for filters (Filter → entries)
 //	cache.go     the entry: its state, its one fetch, retries, gc (entry → fetch)
 //	http.go      the HTTP fetch: URL, headers, redirects, conditional requests, decoding
 //	refetch.go   Observer: polling, focus, reconnect, Changes (entry → observers)

@@ -26,6 +26,9 @@ type entryMap[P comparable, T any] struct {
 	added   map[P]*entry[P, T] // entries the read map lacks; nil when none
 	deleted int                // entries of the read map deleted since it was built
 	misses  int                // lookups that went past the read map to added
+
+	index *keyIndex[P, T] // by key segments (keyindex.go); nil until the first match by key
+	bufs  sync.Pool       // of *[]*entry[P, T]: eachByKey's buffers
 }
 
 type readMap[P comparable, T any] struct {
@@ -86,6 +89,9 @@ func (m *entryMap[P, T]) loadOrStore(p P, e *entry[P, T]) (actual *entry[P, T], 
 		m.added = make(map[P]*entry[P, T])
 	}
 	m.added[p] = e // over a gone entry, if any: its delete finds it replaced
+	if m.index != nil {
+		m.index.add(e)
+	}
 	if !r.amended {
 		m.read.Store(&readMap[P, T]{m: r.m, amended: true})
 	}
@@ -97,6 +103,9 @@ func (m *entryMap[P, T]) loadOrStore(p P, e *entry[P, T]) (actual *entry[P, T], 
 func (m *entryMap[P, T]) delete(p P, e *entry[P, T]) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.index != nil {
+		m.index.remove(e)
+	}
 	r := m.readOnly()
 	if m.added[p] == e {
 		delete(m.added, p)

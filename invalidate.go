@@ -131,20 +131,14 @@ func (f Filter) mayMatch(static Key) bool {
 	return !f.Exact || len(f.Key) >= len(static)
 }
 
-// matching returns the entries f selects.
+// matching returns the entries f selects (eachMatch, keyindex.go, finds
+// them without a slice).
 func (c *Client) matching(f Filter) []anyEntry {
 	var out []anyEntry
-	for _, q := range c.queryList() {
-		if !f.mayMatch(q.staticPrefix()) {
-			continue
-		}
-		q.eachEntry(func(e anyEntry) bool {
-			if f.Match(e.entryKey()) && (!f.onState() || f.matchState(infoOf(e))) {
-				out = append(out, e)
-			}
-			return true
-		})
-	}
+	c.eachMatch(f, func(e anyEntry) bool {
+		out = append(out, e)
+		return true
+	})
 	return out
 }
 
@@ -170,11 +164,12 @@ func (c *Client) Invalidate(ctx context.Context, f Filter) error {
 func (c *Client) invalidateLocal(ctx context.Context, f Filter) error {
 	rt := refetchFor(ctx, f.Refetch)
 	var waits []func(context.Context) error
-	for _, e := range c.matching(f) {
+	c.eachMatch(f, func(e anyEntry) bool {
 		if w := e.invalidate(ctx, rt, wantWait); w != nil {
 			waits = append(waits, w)
 		}
-	}
+		return true
+	})
 	return waitAll(ctx, waits)
 }
 
@@ -199,11 +194,12 @@ func (c *Client) Refetch(ctx context.Context, f Filter) error {
 		return fmt.Errorf("qcache: refetch: %w", context.Cause(ctx))
 	}
 	var waits []func(context.Context) error
-	for _, e := range c.matching(f) {
+	c.eachMatch(f, func(e anyEntry) bool {
 		if w := e.refetch(ctx, wantWait); w != nil {
 			waits = append(waits, w)
 		}
-	}
+		return true
+	})
 	return waitAll(ctx, waits)
 }
 
@@ -226,26 +222,29 @@ func waitAll(ctx context.Context, waits []func(context.Context) error) error {
 // go back to the state they had before the fetch (data kept, FetchIdle) and
 // their waiters get an error wrapping context.Canceled.
 func (c *Client) Cancel(f Filter) {
-	for _, e := range c.matching(f) {
+	c.eachMatch(f, func(e anyEntry) bool {
 		e.cancelFetch()
-	}
+		return true
+	})
 }
 
 // Remove drops every entry f selects. Entries that have observers are reset
 // instead (data dropped) and refetched for them.
 func (c *Client) Remove(f Filter) {
 	c.publishFilter(EventRemove, f)
-	for _, e := range c.matching(f) {
+	c.eachMatch(f, func(e anyEntry) bool {
 		e.remove()
-	}
+		return true
+	})
 }
 
 // Keys returns the keys of the entries f selects, sorted.
 func (c *Client) Keys(f Filter) []Key {
 	var keys []Key
-	for _, e := range c.matching(f) {
+	c.eachMatch(f, func(e anyEntry) bool {
 		keys = append(keys, append(Key(nil), e.entryKey()...))
-	}
+		return true
+	})
 	slices.SortFunc(keys, func(a, b Key) int { return slices.Compare(a, b) })
 	return keys
 }
@@ -294,9 +293,10 @@ func (c *Client) invalidateRound(ctx context.Context, f Filter) {
 			c.cfg.logger.ErrorContext(ctx, "qcache: InvalidateEvery: filter predicate panicked", "panic", r)
 		}
 	}()
-	for _, e := range c.matching(f) {
+	c.eachMatch(f, func(e anyEntry) bool {
 		e.invalidate(ctx, f.Refetch, wantPin)
-	}
+		return true
+	})
 }
 
 // Invalidate invalidates p's entry and refetches it when it has an enabled

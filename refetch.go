@@ -16,36 +16,39 @@ type Observer[T any] struct {
 	c     *Client
 	src   obsSource[T]
 	ctx   context.Context
-	isOn  atomic.Bool // Enabled, read under the entry's lock
-	fixed *State[T]   // the state of an observer that could not start
+	fixed *State[T] // the state of an observer that could not start
 
 	// mu guards cfg, interval, notify, eq, ch sends and chClosed, and the
 	// view its source keeps (the selected value, the placeholder).
-	mu          sync.Mutex
-	cfg         useConfig
-	interval    func() time.Duration // asks the RefetchIntervalFunc with the entry's state
-	eq          func(a, b T) bool    // equality of data for DataChanged; nil: every new value is a change
-	out         func(T) T            // the query's Clone, for Use's observers; nil: none
-	ch          chan State[T]
-	chClosed    bool
-	notify      Notify // what wakes Changes: NotifyOn's, or defaults
-	defaults    Notify // AnyChange for Use, DataChanged for UseSelect
-	placeholder bool   // the source shows SetParams's placeholder
+	mu       sync.Mutex
+	cfg      useConfig
+	interval func() time.Duration // asks the RefetchIntervalFunc with the entry's state
+	eq       func(a, b T) bool    // equality of data for DataChanged; nil: every new value is a change
+	out      func(T) T            // the query's Clone, for Use's observers; nil: none
+	ch       chan State[T]
 
-	// The goroutine sleeps on wake; what woke it is in events. One channel
-	// and a timer without one keep an idle observer small.
-	events atomic.Uint32
+	// The goroutine sleeps on wake; what woke it is in events, the end of
+	// its step included (evStepped, with the result in stepOK). One
+	// channel and a timer without one keep an idle observer small.
 	wake   chan struct{}
-	steps  chan bool // results of the goroutine's steps
-	ended  atomic.Bool
-	wg     sync.WaitGroup
+	events atomic.Uint32
+
+	// The small fields together, in one word with events.
+	flags       atomic.Uint32 // obsEnabled (read under the entry's lock) and obsEnded
+	chClosed    bool          // guarded by mu
+	placeholder bool          // guarded by mu: the source shows SetParams's placeholder
+	notify      Notify        // guarded by mu: what wakes Changes: NotifyOn's, or defaults
+	defaults    Notify        // AnyChange for Use, DataChanged for UseSelect
+	stepOK      bool          // written by a step before it signals evStepped
+	stopped     bool          // guarded by stepMu: the observer ended, ticks do nothing
+
+	wg sync.WaitGroup
 
 	// Steps run one at a time: the goroutine's, and the interval ticks,
 	// which run on the timer's own goroutine.
-	stepMu  sync.Mutex
-	p       poller      // guarded by stepMu
-	timer   *time.Timer // fires the interval tick; created on first use; written under stepMu and mu
-	stopped bool        // guarded by stepMu: the observer ended, ticks do nothing
+	stepMu sync.Mutex
+	p      poller      // guarded by stepMu
+	timer  *time.Timer // fires the interval tick; created on first use; written under stepMu and mu
 }
 
 // Observer events, bits of Observer.events.
@@ -57,6 +60,7 @@ const (
 	evRemount               // the mount
 	evEnable                // Enabled turned on
 	evQuit                  // Close or Client.Close
+	evStepped               // the goroutine's step has returned
 )
 
 // obsSource is what an observer knows of its entry, whatever the entry's P
@@ -116,7 +120,6 @@ func use[P comparable, T, D any](q *Query[P, T], ctx context.Context, p P, sel f
 		c: q.c, ctx: ctx,
 		ch:       make(chan State[D], 1),
 		wake:     make(chan struct{}, 1),
-		steps:    make(chan bool),
 		defaults: defaults,
 		out:      out,
 	}
@@ -142,11 +145,30 @@ func use[P comparable, T, D any](q *Query[P, T], ctx context.Context, p P, sel f
 	e.mu.Unlock()
 	e.observerEvent(true)
 	o.wg.Add(1)
-	if !q.c.goroutine(o.run) {
+	if !o.start() {
 		o.cleanup()
 		o.wg.Done()
 	}
 	return o
+}
+
+// start starts the observer's goroutine as Client.goroutine does, without
+// the two closures that would stay allocated while it lives.
+func (o *Observer[T]) start() bool {
+	c := o.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.wg.Add(1)
+	go o.main()
+	return true
+}
+
+func (o *Observer[T]) main() {
+	defer o.c.wg.Done()
+	runOwned(o.run)
 }
 
 func (o *Observer[T]) endEarly(s State[T]) {
@@ -154,7 +176,7 @@ func (o *Observer[T]) endEarly(s State[T]) {
 	o.ch <- s
 	close(o.ch)
 	o.chClosed = true
-	o.ended.Store(true)
+	o.flags.Or(obsEnded)
 }
 
 // setConfig installs cfg; it panics on an interval function of another
@@ -175,10 +197,20 @@ func (o *Observer[T]) setConfig(cfg useConfig) {
 	o.mu.Lock()
 	o.cfg, o.interval, o.eq, o.notify = cfg, f, eq, notify
 	o.mu.Unlock()
-	o.isOn.Store(cfg.enabled)
+	if cfg.enabled {
+		o.flags.Or(obsEnabled)
+	} else {
+		o.flags.And(^uint32(obsEnabled))
+	}
 }
 
-func (o *Observer[T]) enabled() bool { return o.isOn.Load() }
+// Bits of Observer.flags.
+const (
+	obsEnabled = 1 << iota // Enabled
+	obsEnded               // the observer has ended
+)
+
+func (o *Observer[T]) enabled() bool { return o.flags.Load()&obsEnabled != 0 }
 
 // State returns the observer's current state: its entry's, with the
 // selected value for UseSelect and the placeholder while SetParams's new
@@ -206,7 +238,7 @@ func (o *Observer[T]) Refetch(ctx context.Context) (State[T], error) {
 	if o.fixed != nil {
 		return *o.fixed, o.fixed.Err
 	}
-	if o.ended.Load() {
+	if o.flags.Load()&obsEnded != 0 {
 		return o.State(), fmt.Errorf("qcache: refetch of an ended observer: %w", ErrClosed)
 	}
 	err := o.src.explicitFetch(ctx)
@@ -353,19 +385,25 @@ func (o *Observer[T]) run() {
 	}
 	done := o.ctx.Done()
 	for {
-		select {
-		case <-o.wake:
-		case <-done:
-			return
+		ev := o.events.Swap(0)
+		if ev == 0 {
+			select {
+			case <-o.wake:
+			case <-done:
+				return
+			}
+			continue
 		}
-		if !o.step(o.events.Swap(0)) {
+		if !o.step(ev) {
 			return
 		}
 	}
 }
 
 // step handles ev and re-arms the timer on a goroutine of its own, and
-// reports false when the observer must end.
+// reports false when the observer must end. It waits on wake, as the
+// goroutine does between steps, for evStepped: events that come meanwhile
+// stay in events for the next step.
 func (o *Observer[T]) step(ev uint32) bool {
 	go runOwned(func() {
 		o.stepMu.Lock()
@@ -374,9 +412,14 @@ func (o *Observer[T]) step(ev uint32) bool {
 			o.arm()
 		}
 		o.stepMu.Unlock()
-		o.steps <- ok
+		o.stepOK = ok
+		o.signal(evStepped)
 	})
-	return <-o.steps
+	for o.events.Load()&evStepped == 0 {
+		<-o.wake
+	}
+	o.events.And(^uint32(evStepped))
+	return o.stepOK
 }
 
 // tick is the interval timer's function. It runs the tick's step on the
@@ -514,7 +557,7 @@ func (o *Observer[T]) eventFetch(t Trigger) {
 // clock when it was the last) and the client, stops its timer and closes
 // Changes.
 func (o *Observer[T]) cleanup() {
-	o.ended.Store(true)
+	o.flags.Or(obsEnded)
 	// Stopped first, under stepMu: a tick that runs after this does
 	// nothing, so none can start a fetch between the detach below (which
 	// cancels what nobody wants any more) and the end.

@@ -143,16 +143,16 @@ type watcher[T any] interface {
 // Locks are taken in the order entry, Observer.mu; moveMu before both.
 // Never two entries' at once.
 type link[P comparable, T, D any] struct {
-	q     *Query[P, T]
-	o     *Observer[D]
-	sel   func(T) D
-	plain bool                        // sel is Use's identity
-	w     watcher[T]                  // what the entry calls: o itself when plain (D is T), else the link
-	e     atomic.Pointer[entry[P, T]] // the entry observed; stored under moveMu and its lock
+	q   *Query[P, T]
+	o   *Observer[D]
+	sel func(T) D
+	w   watcher[T]                  // what the entry calls: o itself when plain (D is T), else the link
+	e   atomic.Pointer[entry[P, T]] // the entry observed; stored under moveMu and its lock
 
 	moveMu sync.Mutex // serializes move and detach
 	p      P          // guarded by moveMu
 	closed bool       // guarded by moveMu: detached for good
+	plain  bool       // sel is Use's identity
 
 	// The view, guarded by o.mu.
 	hasCur  bool

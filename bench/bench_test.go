@@ -250,22 +250,37 @@ func BenchmarkW5Invalidate(b *testing.B) {
 
 // ---------- W6: polling observers ----------
 
-const w6Observers = 10_000
+const (
+	w6Observers = 10_000
+	w6Deep      = 100_000 // goroutines with deep stacks run before after-deep
+)
 
 // BenchmarkW6Polling measures, for qcache only, the memory (heap and stacks)
 // and goroutines per observer polling its own key every second (run it with
-// -benchtime=1x).
+// -benchtime=1x): first in a fresh process, then with the observers started
+// after 100,000 goroutines with deep stacks have run (after-deep), which
+// raises the runtime's initial stack size.
 func BenchmarkW6Polling(b *testing.B) {
-	b.Run(Qcache, func(b *testing.B) {
-		var bytes, stack, gs float64
-		for range b.N {
-			fp := PollingFootprint(w6Observers, time.Second)
-			bytes += fp.Bytes
-			stack += fp.Stack
-			gs += fp.Goroutines
+	for _, deep := range []int{0, w6Deep} {
+		name := Qcache
+		if deep > 0 {
+			name += "/after-deep"
 		}
-		b.ReportMetric(bytes/float64(b.N), "B/observer")
-		b.ReportMetric(stack/float64(b.N), "stack-B/observer")
-		b.ReportMetric(gs/float64(b.N), "goroutines/observer")
-	})
+		b.Run(name, func(b *testing.B) {
+			var bytes, stack, gs, entry float64
+			for range b.N {
+				fp := PollingFootprintAfterDeep(w6Observers, time.Second, deep)
+				bytes += fp.Bytes
+				stack += fp.Stack
+				gs += fp.Goroutines
+				entry += fp.Entry
+			}
+			b.ReportMetric(bytes/float64(b.N), "B/observer")
+			if entry > 0 {
+				b.ReportMetric((bytes+entry)/float64(b.N), "B/observer+entry")
+			}
+			b.ReportMetric(stack/float64(b.N), "stack-B/observer")
+			b.ReportMetric(gs/float64(b.N), "goroutines/observer")
+		})
+	}
 }

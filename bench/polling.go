@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/qcache-go/qcache"
@@ -15,6 +16,7 @@ type Footprint struct {
 	Stack      float64 // the StackInuse part of Bytes
 	Goroutines float64 // runtime.NumGoroutine difference per observer
 	Fetches    uint64  // fetches started while the observers ran
+	Entry      float64 // (HeapInuse + StackInuse) per entry made for the observers, before they start
 }
 
 // inUse returns HeapInuse and StackInuse after a full collection (which
@@ -33,19 +35,55 @@ func inUse() (heap, stack uint64) {
 // measurement, so the difference is the observers' alone: their structs,
 // channels, timers, goroutines and stacks, and the client's registry.
 func PollingFootprint(n int, every time.Duration) Footprint {
+	return pollingFootprint(n, every, 0)
+}
+
+// PollingFootprintAfterDeep is PollingFootprint with deep other
+// goroutines, each with about 3 KiB of stack in use, running throughout
+// (they count in neither measurement). Collections that scan them make the
+// runtime start new goroutines with stacks of their average size
+// (adaptive initial stack size, on by default since Go 1.19), as in a
+// service whose other goroutines have deep stacks: the observers start
+// with such stacks, and keep them unless they use little of them.
+func PollingFootprintAfterDeep(n int, every time.Duration, deep int) Footprint {
+	return pollingFootprint(n, every, deep)
+}
+
+// deepStack uses about depth*300 bytes of stack, then waits for release.
+//
+//go:noinline
+func deepStack(depth int, release <-chan struct{}) byte {
+	var pad [256]byte
+	if depth > 0 {
+		pad[depth] = deepStack(depth-1, release)
+		return pad[depth/2]
+	}
+	<-release
+	return pad[0]
+}
+
+func pollingFootprint(n int, every time.Duration, deep int) Footprint {
 	c := qcache.NewClient()
 	defer c.Close()
 	q := qcache.NewQueryFunc(c, qcache.Key{"poll"}, func(_ context.Context, id int) (int, error) {
 		return id, nil
 	})
+	he, se := inUse()
 	for i := range n {
 		q.SetData(i, i)
 	}
 	ctx := context.Background()
 	obs := make([]*qcache.Observer[int], 0, n)
+	release := make(chan struct{})
+	var deepDone sync.WaitGroup
+	for range deep {
+		deepDone.Go(func() { deepStack(10, release) })
+	}
+	defer deepDone.Wait()
+	defer close(release)
 	g0 := runtime.NumGoroutine()
 	f0 := c.Stats().Fetches
-	h0, s0 := inUse()
+	h0, s0 := inUse() // its collections set the initial stack size
 	for i := range n {
 		obs = append(obs, q.Use(ctx, i, qcache.RefetchInterval(every)))
 	}
@@ -68,6 +106,9 @@ func PollingFootprint(n int, every time.Duration) Footprint {
 		Stack:      (float64(s1) - float64(s0)) / float64(n),
 		Goroutines: float64(g1-g0) / float64(n),
 		Fetches:    c.Stats().Fetches - f0,
+	}
+	if deep == 0 {
+		fp.Entry = (float64(h0+s0) - float64(he+se)) / float64(n)
 	}
 	runtime.KeepAlive(obs)
 	return fp
