@@ -20,12 +20,13 @@ import (
 // The index is built by the first match by key of its query, with one pass
 // over the entries, and kept up to date from then on: a query never
 // matched by key pays nothing for it (one nil pointer). Built, it costs
-// one 8-byte slot per entry at a load between 3/8 and 3/4 (11 to 21
-// bytes an entry), plus a node (about 100 bytes) per distinct proper
+// one 16-byte slot per entry (the hash of its last segment and the entry)
+// at a load between 3/8 and 3/4 (21 to 43 bytes an entry), plus a node (about 100 bytes) per distinct proper
 // prefix: none for keys of one segment after the static prefix, one per
 // group for W5's {"items", group, id}, one per path value for keys that
 // end in a "?query" segment. Entries hold nothing for it: where an entry
-// sits follows from its key, which never changes.
+// sits follows from its key, which never changes, and which the index
+// builds from P (entryKey) when it adds or removes the entry.
 //
 // The index is guarded by the entry map's mutex.
 type keyIndex[P comparable, T any] struct {
@@ -46,7 +47,7 @@ func newKeyIndex[P comparable, T any](static Key) *keyIndex[P, T] {
 
 // add indexes e.
 func (x *keyIndex[P, T]) add(e *entry[P, T]) {
-	k, d := e.key, len(x.static)
+	k, d := e.entryKey(), len(x.static)
 	switch {
 	case !k.HasPrefix(x.static):
 		x.odd = append(x.odd, e)
@@ -67,35 +68,34 @@ func (x *keyIndex[P, T]) add(e *entry[P, T]) {
 		}
 		n = c
 	}
-	n.leaves.add(e, d)
+	n.leaves.add(e, k[d])
 }
 
 // remove drops e from the index, if it is there.
 func (x *keyIndex[P, T]) remove(e *entry[P, T]) {
-	k := e.key
+	k := e.entryKey()
 	switch {
 	case !k.HasPrefix(x.static):
 		x.odd = removePtr(x.odd, e)
 	case len(k) == len(x.static):
 		x.bare = removePtr(x.bare, e)
 	default:
-		x.root.remove(e, len(x.static))
+		x.root.remove(e, k, len(x.static))
 	}
 }
 
 // remove drops e, whose key's segment d leads below n, from n's subtree,
 // and the nodes it leaves empty.
-func (n *indexNode[P, T]) remove(e *entry[P, T], d int) {
-	k := e.key
+func (n *indexNode[P, T]) remove(e *entry[P, T], k Key, d int) {
 	if d == len(k)-1 {
-		n.leaves.remove(e, d)
+		n.leaves.remove(e, k[d])
 		return
 	}
 	c := n.children[k[d]]
 	if c == nil {
 		return
 	}
-	c.remove(e, d+1)
+	c.remove(e, k, d+1)
 	if c.leaves.n == 0 && len(c.children) == 0 {
 		delete(n.children, k[d])
 	}
@@ -119,7 +119,7 @@ func removePtr[E comparable](s []E, e E) []E {
 // is a prefix of it (Filter.mayMatch).
 func (x *keyIndex[P, T]) appendMatches(buf []*entry[P, T], key Key, exact bool) []*entry[P, T] {
 	for _, e := range x.odd {
-		if exact && slices.Equal(e.key, key) || !exact && e.key.HasPrefix(key) {
+		if k := e.entryKey(); exact && slices.Equal(k, key) || !exact && k.HasPrefix(key) {
 			buf = append(buf, e)
 		}
 	}
@@ -161,99 +161,110 @@ func (n *indexNode[P, T]) appendAll(buf []*entry[P, T]) []*entry[P, T] {
 }
 
 // entrySet is a set of entries by segment d of their keys: an open
-// addressing hash table of entry pointers with linear probing, which
-// costs 8 bytes a slot where a Go map keyed by the segment would cost
-// about 30 bytes an entry. Entries of equal segments (two entries of one
-// key, while one of them is being removed) may both be in it.
+// addressing hash table with linear probing whose slots hold the hash of
+// the segment and the entry, 16 bytes a slot where a Go map keyed by the
+// segment would cost about 30 bytes an entry plus the segment's string.
+// Entries of equal segments (two entries of one key, while one of them is
+// being removed) may both be in it.
 type entrySet[P comparable, T any] struct {
-	slots []*entry[P, T] // a power of two long; nil when empty
+	slots []setSlot[P, T] // a power of two long; nil when empty
 	n     int
+}
+
+type setSlot[P comparable, T any] struct {
+	h uint64 // the hash of the entry's segment; e nil for an empty slot
+	e *entry[P, T]
 }
 
 var indexSeed = maphash.MakeSeed()
 
-func (s *entrySet[P, T]) home(seg string) int {
-	return int(maphash.String(indexSeed, seg) & uint64(len(s.slots)-1))
-}
+func segHash(seg string) uint64 { return maphash.String(indexSeed, seg) }
 
-func (s *entrySet[P, T]) add(e *entry[P, T], d int) {
+func (s *entrySet[P, T]) home(h uint64) int { return int(h & uint64(len(s.slots)-1)) }
+
+func (s *entrySet[P, T]) add(e *entry[P, T], seg string) {
 	if 4*(s.n+1) > 3*len(s.slots) {
-		s.resize(max(4, 2*len(s.slots)), d)
+		s.resize(max(4, 2*len(s.slots)))
 	}
-	s.put(e, d)
+	s.put(setSlot[P, T]{h: segHash(seg), e: e})
 	s.n++
 }
 
-func (s *entrySet[P, T]) put(e *entry[P, T], d int) {
+func (s *entrySet[P, T]) put(x setSlot[P, T]) {
 	mask := len(s.slots) - 1
-	i := s.home(e.key[d])
-	for s.slots[i] != nil {
+	i := s.home(x.h)
+	for s.slots[i].e != nil {
 		i = (i + 1) & mask
 	}
-	s.slots[i] = e
+	s.slots[i] = x
 }
 
-func (s *entrySet[P, T]) resize(size, d int) {
+func (s *entrySet[P, T]) resize(size int) {
 	old := s.slots
-	s.slots = make([]*entry[P, T], size)
-	for _, e := range old {
-		if e != nil {
-			s.put(e, d)
+	s.slots = make([]setSlot[P, T], size)
+	for _, x := range old {
+		if x.e != nil {
+			s.put(x)
 		}
 	}
 }
 
-// remove drops e, if it is in the set, moving the entries after it back
-// so that no probe sequence has a hole (no tombstones).
-func (s *entrySet[P, T]) remove(e *entry[P, T], d int) {
+// remove drops e, whose segment is seg, if it is in the set, moving the
+// entries after it back so that no probe sequence has a hole (no
+// tombstones).
+func (s *entrySet[P, T]) remove(e *entry[P, T], seg string) {
 	if s.n == 0 {
 		return
 	}
 	mask := len(s.slots) - 1
-	i := s.home(e.key[d])
-	for s.slots[i] != e {
-		if s.slots[i] == nil {
+	i := s.home(segHash(seg))
+	for s.slots[i].e != e {
+		if s.slots[i].e == nil {
 			return
 		}
 		i = (i + 1) & mask
 	}
-	for j := (i + 1) & mask; s.slots[j] != nil; j = (j + 1) & mask {
+	for j := (i + 1) & mask; s.slots[j].e != nil; j = (j + 1) & mask {
 		// The entry at j moves to the hole at i unless its home lies
 		// cyclically in (i, j]: then it would be found before the hole.
-		h := s.home(s.slots[j].key[d])
+		h := s.home(s.slots[j].h)
 		if (h-i-1)&mask >= (j-i)&mask {
 			s.slots[i] = s.slots[j]
 			i = j
 		}
 	}
-	s.slots[i] = nil
+	s.slots[i] = setSlot[P, T]{}
 	s.n--
 	switch {
 	case s.n == 0:
 		s.slots = nil
 	case 8*s.n < len(s.slots) && len(s.slots) > 8:
-		s.resize(len(s.slots)/2, d)
+		s.resize(len(s.slots) / 2)
 	}
 }
 
-// appendSeg appends the entries whose segment d is seg.
+// appendSeg appends the entries whose segment d is seg. Slots of an equal
+// hash are confirmed on the entry's key.
 func (s *entrySet[P, T]) appendSeg(buf []*entry[P, T], seg string, d int) []*entry[P, T] {
 	if s.n == 0 {
 		return buf
 	}
 	mask := len(s.slots) - 1
-	for i := s.home(seg); s.slots[i] != nil; i = (i + 1) & mask {
-		if e := s.slots[i]; e.key[d] == seg {
-			buf = append(buf, e)
+	h := segHash(seg)
+	for i := s.home(h); s.slots[i].e != nil; i = (i + 1) & mask {
+		if x := s.slots[i]; x.h == h {
+			if k := x.e.entryKey(); len(k) > d && k[d] == seg {
+				buf = append(buf, x.e)
+			}
 		}
 	}
 	return buf
 }
 
 func (s *entrySet[P, T]) appendAll(buf []*entry[P, T]) []*entry[P, T] {
-	for _, e := range s.slots {
-		if e != nil {
-			buf = append(buf, e)
+	for _, x := range s.slots {
+		if x.e != nil {
+			buf = append(buf, x.e)
 		}
 	}
 	return buf
@@ -321,14 +332,14 @@ func (q *Query[P, T]) eachMatch(f Filter, yield func(anyEntry) bool) bool {
 	if f.Exact || len(f.Key) > len(q.static) {
 		// The index finds the keys that match Key and Exact.
 		q.entries.eachByKey(q.static, f.Key, f.Exact, func(e *entry[P, T]) bool {
-			if (f.Predicate == nil || f.Predicate(e.key)) && (!f.onState() || f.matchState(infoOf(e))) {
+			if (f.Predicate == nil || f.Predicate(e.entryKey())) && (!f.onState() || f.matchState(infoOf(e))) {
 				more = yield(e)
 			}
 			return more
 		})
 	} else {
 		q.entries.each(func(e *entry[P, T]) bool {
-			if f.Match(e.key) && (!f.onState() || f.matchState(infoOf(e))) {
+			if f.Match(e.entryKey()) && (!f.onState() || f.matchState(infoOf(e))) {
 				more = yield(e)
 			}
 			return more

@@ -175,13 +175,17 @@ func indexConsistent[P comparable, T any](q *Query[P, T]) error {
 	walk = func(n *indexNode[P, T], d int) error {
 		s := &n.leaves
 		count := 0
-		for _, e := range s.slots {
-			if e == nil {
+		for _, x := range s.slots {
+			if x.e == nil {
 				continue
 			}
 			count++
-			if found := s.appendSeg(nil, e.key[d], d); !slices.Contains(found, e) {
-				return fmt.Errorf("entry %q not found from its home slot", e.key)
+			k := x.e.entryKey()
+			if x.h != segHash(k[d]) {
+				return fmt.Errorf("entry %q kept with the hash of another segment", k)
+			}
+			if found := s.appendSeg(nil, k[d], d); !slices.Contains(found, x.e) {
+				return fmt.Errorf("entry %q not found from its home slot", k)
 			}
 		}
 		if count != s.n {
@@ -207,11 +211,11 @@ func indexConsistent[P comparable, T any](q *Query[P, T]) error {
 	seen := map[*entry[P, T]]bool{}
 	for _, e := range all {
 		if seen[e] {
-			return fmt.Errorf("entry %q indexed twice", e.key)
+			return fmt.Errorf("entry %q indexed twice", e.entryKey())
 		}
 		seen[e] = true
 		if !live[e] {
-			return fmt.Errorf("entry %q indexed but not live (gone: %v)", e.key, e.isGone())
+			return fmt.Errorf("entry %q indexed but not live (gone: %v)", e.entryKey(), e.isGone())
 		}
 	}
 	if len(seen) != len(live) {
@@ -224,22 +228,32 @@ func indexConsistent[P comparable, T any](q *Query[P, T]) error {
 // that probe sequences collide and wrap, and checks after each removal
 // that every entry left is found.
 func TestEntrySetRemove(t *testing.T) {
+	type segID struct {
+		Seg string
+		ID  int
+	}
+	c := NewClient()
+	defer c.Close()
+	q := NewQueryFunc(c, Key{"k"}, func(context.Context, segID) (int, error) { return 0, nil })
 	r := rand.New(rand.NewPCG(1, 2))
 	for round := range 200 {
-		var s entrySet[int, int]
-		var in []*entry[int, int]
+		var s entrySet[segID, int]
+		var in []*entry[segID, int]
 		for i := range 1 + r.IntN(60) {
-			e := &entry[int, int]{p: i, key: Key{"k", fmt.Sprint(r.IntN(8))}}
-			s.add(e, 1)
+			p := segID{fmt.Sprint(r.IntN(8)), round*100 + i}
+			q.SetData(p, 1)
+			e := q.entries.load(p)
+			require.NotNil(t, e)
+			s.add(e, p.Seg)
 			in = append(in, e)
 		}
 		for len(in) > 0 {
 			i := r.IntN(len(in))
-			s.remove(in[i], 1)
+			s.remove(in[i], in[i].p.Seg)
 			in = slices.Delete(in, i, i+1)
 			require.Equal(t, len(in), s.n, "round %d", round)
 			for _, e := range in {
-				assert.Contains(t, s.appendSeg(nil, e.key[1], 1), e, "round %d: %q lost", round, e.key)
+				assert.Contains(t, s.appendSeg(nil, e.p.Seg, 1), e, "round %d: %v lost", round, e.p)
 			}
 		}
 		assert.Nil(t, s.slots, "an empty set holds no slots")
