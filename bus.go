@@ -585,6 +585,7 @@ func (q *Query[P, T]) publishAll() {
 
 // publishSetData publishes SetData or Update of the entry with key.
 func (q *Query[P, T]) publishSetData(key Key, v T) {
+	q.sharedSetData(key, v) // and write it through to the shared tier (shared.go)
 	if q.cfg.local || !q.c.publishes(EventSetData) {
 		return
 	}

@@ -166,6 +166,8 @@ type fetchOp[T any] struct {
 	// the entry is removed before the fetch settles.
 	setData    T
 	hasSetData bool
+	direct     bool      // an explicit refetch (Fetch, Refetch): the shared tier is not read (shared.go)
+	dataAt     time.Time // when the data landed; for a shared hit, the data's own DataUpdatedAt
 }
 
 func newEntry[P comparable, T any](q *Query[P, T], p P, key Key) *entry[P, T] {
@@ -271,13 +273,20 @@ func (e *entry[P, T]) markFreshLocked() {
 		e.setFresh(false)
 		return
 	}
-	e.setFresh(true)
 	if st == Forever {
+		e.setFresh(true)
 		return
 	}
+	// Data from the shared tier landed with its own, older DataUpdatedAt.
+	d := st - time.Since(e.snap.Load().dataUpdatedAt)
+	if d <= 0 {
+		e.setFresh(false)
+		return
+	}
+	e.setFresh(true)
 	lv := e.lv()
 	gen := lv.freshGen
-	lv.staleTimer = time.AfterFunc(st, func() { e.turnStale(gen) })
+	lv.staleTimer = time.AfterFunc(d, func() { e.turnStale(gen) })
 }
 
 func (e *entry[P, T]) markStaleLocked() {
@@ -404,10 +413,9 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	}
 	op.scope = sc
 	ctx = context.WithValue(ctx, scopeKey{}, sc)
-	var data T
-	var err error
 	attempts := 0
-	for failures := 0; ; {
+	sh, data, done, err := e.sharedBegin(ctx, op)
+	for failures := 0; !done; {
 		if err = e.waitOnline(op); err != nil {
 			break
 		}
@@ -452,6 +460,7 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	e.mu.Lock()
 	outcome := e.settleLocked(op, data, err)
 	e.mu.Unlock()
+	e.sharedEnd(ctx, sh, op, outcome)
 	if outcome == OutcomeError {
 		c.cfg.logger.WarnContext(ctx, "qcache: fetch failed", "query", q.name, "key", e.keyText(),
 			"attempts", attempts, "err", err)
@@ -630,6 +639,10 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		}
 		op.data = data
 		now := time.Now()
+		if !op.dataAt.IsZero() {
+			now = op.dataAt // a shared hit keeps its data's age
+		}
+		op.dataAt = now
 		invalidated := e.invalidSeq > op.startSeq
 		fresh := makeFresh
 		if invalidated {
@@ -840,7 +853,9 @@ func (e *entry[P, T]) refetch(ctx context.Context, w want) func(context.Context)
 	if e.isGone() {
 		return nil
 	}
-	return e.waitFunc(e.refetchLocked(ctx, w), w)
+	op := e.refetchLocked(ctx, w)
+	op.direct = true
+	return e.waitFunc(op, w)
 }
 
 // waitFunc returns a wait for a detached op: the caller's context ends its

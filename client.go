@@ -41,8 +41,9 @@ type Client struct {
 	n         counters // the sums of the queries' counters; hits are summed when read
 	overBound atomic.Uint64
 
-	bus *busLink            // WithBus; nil without
-	sem *semaphore.Weighted // WithMaxConcurrentFetches; nil without
+	bus    *busLink            // WithBus; nil without
+	sem    *semaphore.Weighted // WithMaxConcurrentFetches; nil without
+	shared *sharedTier         // WithSharedStore; nil without
 
 	// stateHook, when set (by tests), sees every state an entry publishes,
 	// under the entry's lock.
@@ -80,6 +81,7 @@ func NewClient(opts ...ClientOption) *Client {
 	}
 	c.focused.Store(true)
 	c.online.Store(true)
+	c.shared = newSharedTier(c)
 	c.startBus()
 	return c
 }

@@ -24,9 +24,10 @@ type clientConfig struct {
 	maxEntries       int
 	maxResponseBytes int64
 	logger           *slog.Logger
-	bus              *busConfig // WithBus
-	hooks            Hooks      // WithHooks
-	maxFetches       int        // WithMaxConcurrentFetches
+	bus              *busConfig  // WithBus
+	hooks            Hooks       // WithHooks
+	maxFetches       int         // WithMaxConcurrentFetches
+	shared           SharedStore // WithSharedStore
 }
 
 const defaultMaxResponseBytes = 10 << 20
