@@ -54,10 +54,13 @@ type SharedStore interface {
 	// Release gives key's lease back when token still holds it, and wakes
 	// the Waits on key.
 	Release(ctx context.Context, key Key, token string) error
-	// Wait blocks until a Store or Release of key may have happened, until
-	// d passed, or until ctx ends, whichever comes first. It may return
-	// early (a store without notifications polls): callers Load again.
-	Wait(ctx context.Context, key Key, d time.Duration)
+	// Watch starts watching key for a Store or a Release. The client calls
+	// it before TryLease, so that nothing that happens after a failed
+	// TryLease goes unseen. wait blocks until such a Store or Release has
+	// happened since the Watch, until d passed, or until ctx ends; it may
+	// return early (a store without notifications polls), and the client
+	// then looks again. stop ends the watch; wait is not called after it.
+	Watch(key Key) (wait func(ctx context.Context, d time.Duration), stop func())
 }
 
 // SharedValue is one entry's data in a SharedStore.
@@ -273,7 +276,11 @@ func (e *entry[P, T]) sharedBegin(ctx context.Context, op *fetchOp[T]) (r *share
 	seen := look.Value.DataUpdatedAt
 	var deadline time.Time
 	for {
+		wait, stop := s.Watch(e.key)
 		token, left, lerr := s.TryLease(ctx, e.key)
+		if lerr != nil || token != "" {
+			stop()
+		}
 		if lerr != nil {
 			return fail("lease", lerr)
 		}
@@ -300,11 +307,13 @@ func (e *entry[P, T]) sharedBegin(ctx context.Context, op *fetchOp[T]) (r *share
 		} else if !now.Before(deadline) {
 			// The lease waited for ran out without a value, and another
 			// replica took the next one first: fetch without waiting again.
+			stop()
 			t.waitTimeouts.Add(1)
 			t.misses.Add(1)
 			return r, data, false, nil
 		}
-		s.Wait(ctx, e.key, deadline.Sub(now))
+		wait(ctx, deadline.Sub(now))
+		stop()
 		if ctx.Err() != nil {
 			return nil, data, true, context.Cause(op.ctx)
 		}

@@ -187,7 +187,7 @@ func (s *memStore) Release(ctx context.Context, key Key, token string) error {
 	return nil
 }
 
-func (s *memStore) Wait(ctx context.Context, key Key, d time.Duration) {
+func (s *memStore) Watch(key Key) (func(context.Context, time.Duration), func()) {
 	s.mu.Lock()
 	id := keyID(key)
 	ch, ok := s.wake[id]
@@ -196,14 +196,17 @@ func (s *memStore) Wait(ctx context.Context, key Key, d time.Duration) {
 		s.wake[id] = ch
 	}
 	s.mu.Unlock()
-	elapsed := make(chan struct{})
-	t := time.AfterFunc(d, func() { close(elapsed) })
-	defer t.Stop()
-	select {
-	case <-ch:
-	case <-elapsed:
-	case <-ctx.Done():
+	wait := func(ctx context.Context, d time.Duration) {
+		elapsed := make(chan struct{})
+		t := time.AfterFunc(d, func() { close(elapsed) })
+		defer t.Stop()
+		select {
+		case <-ch:
+		case <-elapsed:
+		case <-ctx.Done():
+		}
 	}
+	return wait, func() {}
 }
 
 // put stores raw data for key as a fetch stamped with the current version.
