@@ -35,6 +35,7 @@
 //	http.go      the HTTP fetch: URL, headers, redirects, conditional requests, decoding
 //	refetch.go   Observer: polling, focus, reconnect, Changes (entry → observers)
 //	invalidate.go, mutation.go, ws.go, bus.go   what changes entries from outside
+//	shared.go    the shared tier under the cache, for replicas (WithSharedStore)
 //	hooks.go, stats.go   Hooks, Stats, QueryStats (entry → metrics, traces, logs)
 //	client.go, gc.go, options.go, state.go, errors.go   the client, gc queue, client and query options, State, errors
 //
