@@ -160,9 +160,10 @@ const sharedCallTimeout = 5 * time.Second
 
 // sharedTier is a client's end of its SharedStore.
 type sharedTier struct {
-	c         *Client
-	store     SharedStore
-	downUntil atomic.Int64 // unix nanoseconds until which the store is left alone; 0 while up
+	c             *Client
+	store         SharedStore
+	downUntil     atomic.Int64 // unix nanoseconds until which the store is left alone; 0 while up
+	corruptLogged atomic.Int64 // unix nanoseconds of the last Warn about a corrupt value
 
 	hits, misses, waits, waitTimeouts, direct   atomic.Uint64
 	errors, fallbacks, corrupt, skipped, writes atomic.Uint64
@@ -376,10 +377,15 @@ func (e *entry[P, T]) sharedUsable(ctx context.Context, t *sharedTier, look Shar
 	return sharedData[T]{data: v, at: at}, true
 }
 
-// corruptFound counts an unreadable value and deletes it.
+// corruptFound counts an unreadable value and deletes it. It logs at Warn
+// at most once a second: garbage written over many keys is one line.
 func (t *sharedTier) corruptFound(ctx context.Context, key Key) {
-	t.corrupt.Add(1)
-	t.c.cfg.logger.WarnContext(ctx, "qcache: corrupt value in the shared store; deleted", "key", shortURL(key.String()))
+	n := t.corrupt.Add(1)
+	now := time.Now().UnixNano()
+	if last := t.corruptLogged.Load(); now-last >= int64(time.Second) && t.corruptLogged.CompareAndSwap(last, now) {
+		t.c.cfg.logger.WarnContext(ctx, "qcache: corrupt value in the shared store; deleted and fetched upstream",
+			"key", shortURL(key.String()), "corrupt_total", n)
+	}
 	if err := t.store.Delete(ctx, key); err != nil {
 		t.failed(ctx, "delete", key, err)
 	}

@@ -361,11 +361,11 @@ func (s *Store) Watch(key qcache.Key) (wait func(context.Context, time.Duration)
 	ws[ch] = struct{}{}
 	s.mu.Unlock()
 	wait = func(ctx context.Context, d time.Duration) {
-		t := time.NewTimer(min(d, s.cfg.poll))
-		defer t.Stop()
+		// A context's deadline, not a timer channel: see internal/wait.
+		ctx, cancel := context.WithTimeout(ctx, min(d, s.cfg.poll))
+		defer cancel()
 		select {
 		case <-ch:
-		case <-t.C:
 		case <-ctx.Done():
 		}
 	}
