@@ -141,7 +141,10 @@ func (c *Client) SharedStats() SharedStats {
 // SharedStats.Fallbacks), a Warn line is logged, and the client leaves the
 // store alone for a second before it tries again: while the store is down
 // every replica fetches for itself, and sharing resumes once it is back.
-// Invalidations made while the store is down do not reach it.
+// Invalidations and SetData made while the store is down do not reach it.
+// Remove does not touch the shared tier. Client.Close waits for the
+// write-backs and lease releases of the fetches it ends (each store call
+// outside a fetch is bounded by 5 s).
 func WithSharedStore(s SharedStore) ClientOption {
 	if s == nil {
 		panic("qcache: WithSharedStore: nil SharedStore")
