@@ -580,8 +580,14 @@ func (q *Query[P, T]) publishAll() {
 	q.c.bus.enqueue(Event{Kind: EventInvalidate, Key: append(Key(nil), q.static...)})
 }
 
-// publishSetData publishes SetData or Update of p's entry.
+// publishSetData publishes SetData or Update of p's entry, and writes it
+// through to the shared tier (shared.go).
 func (q *Query[P, T]) publishSetData(p P, v T) {
+	if q.sharedFor() != nil {
+		if key, err := q.keyFn(p); err == nil {
+			q.sharedSetData(key, v)
+		}
+	}
 	if q.cfg.local || !q.c.publishes(EventSetData) {
 		return
 	}

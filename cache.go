@@ -176,6 +176,8 @@ type fetchOp[T any] struct {
 	// the entry is removed before the fetch settles.
 	setData    T
 	hasSetData bool
+	direct     bool      // an explicit refetch (Fetch, Refetch): the shared tier is not read (shared.go)
+	dataAt     time.Time // when the data landed; for a shared hit, the data's own DataUpdatedAt
 }
 
 func newEntry[P comparable, T any](q *Query[P, T], p P) *entry[P, T] {
@@ -484,10 +486,9 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	}
 	op.scope = sc
 	ctx = context.WithValue(ctx, scopeKey{}, sc)
-	var data T
-	var err error
 	attempts := 0
-	for failures := 0; ; {
+	sh, data, done, err := e.sharedBegin(ctx, op)
+	for failures := 0; !done; {
 		if err = e.waitOnline(op); err != nil {
 			break
 		}
@@ -532,6 +533,7 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	e.mu.Lock()
 	outcome := e.settleLocked(op, data, err)
 	e.mu.Unlock()
+	e.sharedEnd(ctx, sh, op, outcome)
 	if outcome == OutcomeError {
 		c.cfg.logger.WarnContext(ctx, "qcache: fetch failed", "query", q.name, "key", e.keyText(),
 			"attempts", attempts, "err", err)
@@ -711,6 +713,11 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		}
 		op.data = data
 		now := e.q.c.clock()
+		if !op.dataAt.IsZero() {
+			now = op.dataAt.Sub(e.q.c.gc.epoch) // a shared hit keeps its data's age
+		} else {
+			op.dataAt = e.q.c.timeAt(now) // what the shared tier is told (shared.go)
+		}
 		invalidated := op.invalidated
 		fresh := makeFresh
 		if invalidated {
@@ -935,7 +942,9 @@ func (e *entry[P, T]) refetch(ctx context.Context, w want) func(context.Context)
 	if e.isGone() {
 		return nil
 	}
-	return e.waitFunc(e.refetchLocked(ctx, w), w)
+	op := e.refetchLocked(ctx, w)
+	op.direct = true
+	return e.waitFunc(op, w)
 }
 
 // waitFunc returns a wait for a detached op: the caller's context ends its

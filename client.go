@@ -41,8 +41,9 @@ type Client struct {
 	n         counters // the sums of the queries' counters; hits are summed when read
 	overBound atomic.Uint64
 
-	bus *busLink            // WithBus; nil without
-	sem *semaphore.Weighted // WithMaxConcurrentFetches; nil without
+	bus    *busLink            // WithBus; nil without
+	sem    *semaphore.Weighted // WithMaxConcurrentFetches; nil without
+	shared *sharedTier         // WithSharedStore; nil without
 
 	insp inspectState // inspector pages, histories, streams (introspect.go)
 
@@ -85,6 +86,7 @@ func NewClient(opts ...ClientOption) *Client {
 	c.focused.Store(true)
 	c.online.Store(true)
 	c.initInspect()
+	c.shared = newSharedTier(c)
 	c.startBus()
 	return c
 }

@@ -37,6 +37,7 @@
 //	refetch.go   Observer: polling, focus, reconnect, Changes (entry → observers)
 //	invalidate.go, mutation.go, ws.go, bus.go   what changes entries from outside
 //	hydrate.go, persist.go   Dehydrate, Hydrate, FilePersister: a cache to a file and back, with its age
+//	shared.go    the shared tier under the cache, for replicas (WithSharedStore)
 //	hooks.go, stats.go   Hooks, Stats, QueryStats (entry → metrics, traces, logs)
 //	introspect.go   WithHistory, entries' histories and the view package inspect draws
 //	client.go, gc.go, clock.go, options.go, state.go, errors.go   the client, gc queue, entry times, client and query options, State, errors

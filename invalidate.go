@@ -154,6 +154,7 @@ func (c *Client) Invalidate(ctx context.Context, f Filter) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
+	c.sharedInvalidate(ctx, f.Key, f.Exact)
 	c.publishFilter(EventInvalidate, f)
 	return c.invalidateLocal(ctx, f)
 }
@@ -306,6 +307,7 @@ func (q *Query[P, T]) Invalidate(ctx context.Context, p P) error {
 	if q.c.closed.Load() {
 		return ErrClosed
 	}
+	q.sharedInvalidateKey(ctx, p)
 	q.publishKey(EventInvalidate, p)
 	e := q.lookup(p)
 	if e == nil {
@@ -323,6 +325,7 @@ func (q *Query[P, T]) InvalidateAll(ctx context.Context) error {
 	if q.c.closed.Load() {
 		return ErrClosed
 	}
+	q.sharedInvalidateAll(ctx)
 	q.publishAll()
 	var waits []func(context.Context) error
 	rt := refetchFor(ctx, RefetchActive)

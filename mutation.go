@@ -272,6 +272,7 @@ func (m *Mutation[P, B, R]) invalidate(ctx context.Context) {
 	seen := map[anyEntry]bool{}
 	var waits []func(context.Context) error
 	for _, f := range m.cfg.invalidates {
+		m.c.sharedInvalidate(ctx, f.Key, f.Exact)
 		m.c.publishFilter(EventInvalidate, f)
 		for _, e := range m.c.matching(f) {
 			if seen[e] {

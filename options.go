@@ -24,10 +24,11 @@ type clientConfig struct {
 	maxEntries       int
 	maxResponseBytes int64
 	logger           *slog.Logger
-	bus              *busConfig // WithBus
-	hooks            Hooks      // WithHooks
-	maxFetches       int        // WithMaxConcurrentFetches
-	history          int        // WithHistory (introspect.go)
+	bus              *busConfig  // WithBus
+	hooks            Hooks       // WithHooks
+	maxFetches       int         // WithMaxConcurrentFetches
+	history          int         // WithHistory (introspect.go)
+	shared           SharedStore // WithSharedStore
 }
 
 const defaultMaxResponseBytes = 10 << 20

@@ -349,6 +349,7 @@ func (q *Query[P, T]) Fetch(ctx context.Context, p P) (T, error) {
 		return zero, err
 	}
 	op := e.refetchLocked(ctx, wantWait)
+	op.direct = true
 	e.mu.Unlock()
 	return q.outErr(e.wait(ctx, op))
 }

@@ -380,6 +380,7 @@ func (l *link[P, T, D]) explicitFetch(ctx context.Context) error {
 		return fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
 	}
 	op := e.refetchLocked(ctx, wantWait)
+	op.direct = true
 	e.mu.Unlock()
 	_, err := e.wait(ctx, op)
 	return err

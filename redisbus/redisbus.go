@@ -27,6 +27,10 @@
 // client resyncs. Redis's default, "pubsub 32mb 8mb 60", lets a 24 MiB
 // message through to every replica.
 //
+// The package also holds Store, a qcache.SharedStore on Redis: the shared
+// tier of qcache.WithSharedStore, with which N replicas make one upstream
+// fetch per key per stale window instead of N.
+//
 // It is a sub-module so that the root module does not depend on go-redis.
 package redisbus
 
