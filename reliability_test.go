@@ -43,8 +43,9 @@ const (
 	loadKeys       = 100_000
 	loadHot        = 5_000 // 90% of reads go to these; the rest, spread over the other 95,000 keys, mostly miss
 	loadMaxEntries = 10_000
-	loadSlack      = loadReaders // each reader may insert one entry past WithMaxEntries before it waits for the eviction
-	loadHeapBound  = 64 << 20    // heap growth, after GC, with the cache full
+	loadMinFetches = 2 * loadMaxEntries // a run goes on until the bound was passed twice over
+	loadSlack      = loadReaders        // each reader may insert one entry past WithMaxEntries before it waits for the eviction
+	loadHeapBound  = 64 << 20           // heap growth, after GC, with the cache full
 )
 
 // ---------- a flaky upstream ----------
@@ -545,7 +546,16 @@ func TestLoadBoundedMemoryAndFastHits(t *testing.T) {
 			}
 		}
 	}()
-	deadline := time.Now().Add(loadDuration)
+	// The run lasts loadDuration and, on a slow or busy machine, until the
+	// readers have made loadMinFetches fetches, so that the bound is
+	// exercised whatever the machine's speed; a minute without that many
+	// is a hang.
+	start := time.Now()
+	deadline, hang := start.Add(loadDuration), start.Add(time.Minute)
+	running := func() bool {
+		now := time.Now()
+		return now.Before(deadline) || fetches.Load() < loadMinFetches && now.Before(hang)
+	}
 	var ops, wrong atomic.Int64
 	var wg sync.WaitGroup
 	for g := range loadReaders {
@@ -554,7 +564,7 @@ func TestLoadBoundedMemoryAndFastHits(t *testing.T) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(flakySeed, uint64(g)))
 			n := 0
-			for ; n&255 != 0 || time.Now().Before(deadline); n++ {
+			for ; n&255 != 0 || running(); n++ {
 				k := rng.IntN(loadHot)
 				if rng.IntN(10) == 0 {
 					k = loadHot + rng.IntN(loadKeys-loadHot)
@@ -567,6 +577,8 @@ func TestLoadBoundedMemoryAndFastHits(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	elapsed := time.Since(start)
+	require.GreaterOrEqual(t, fetches.Load(), int64(loadMinFetches), "fetches in %v: the readers hung", elapsed)
 	close(stopSampler)
 	<-samplerDone
 	st := c.Stats()
@@ -587,9 +599,9 @@ func TestLoadBoundedMemoryAndFastHits(t *testing.T) {
 	assert.GreaterOrEqual(t, ratio, 0.85, "hit ratio %.3f, want about 0.90", ratio)
 	assert.LessOrEqual(t, ratio, 0.95, "hit ratio %.3f, want about 0.90", ratio)
 	assert.NotZero(t, st.Evictions, "nothing was evicted: the bound was not exercised")
-	t.Logf("load, %v, %d readers, %d keys (%d hot), WithMaxEntries(%d):", loadDuration, loadReaders, loadKeys, loadHot, loadMaxEntries)
+	t.Logf("load, %v, %d readers, %d keys (%d hot), WithMaxEntries(%d):", elapsed.Round(time.Millisecond), loadReaders, loadKeys, loadHot, loadMaxEntries)
 	t.Logf("  %d reads (%.0f/s under this build), hit ratio %.3f (%d hits, %d misses), %d fetches, %d evictions",
-		ops.Load(), float64(ops.Load())/loadDuration.Seconds(), ratio, hits, misses, fetches.Load(), st.Evictions)
+		ops.Load(), float64(ops.Load())/elapsed.Seconds(), ratio, hits, misses, fetches.Load(), st.Evictions)
 	t.Logf("  entries: max %d sampled, %d at the end; heap growth after GC %.1f MiB (%d B per entry held)",
 		maxEntries.Load(), st.Entries, float64(growth)/(1<<20), growth/int64(max(st.Entries, 1)))
 }
