@@ -20,6 +20,7 @@ BenchmarkW1Hot/syncmap-2      	16103367	        16.68 ns/op	       0 B/op	      
 BenchmarkW2Storm/qcache-2 	    1000	   3821186 ns/op	         2.313 fetch-ms	         1.000 fetches/storm	         2.863 ms/storm	  382528 B/op	    1579 allocs/op
 BenchmarkW3Memory/qcache-2         	       1	1303133961 ns/op	       769.2 B/entry
 BenchmarkW6Polling/qcache-2         	       1	 862396863 ns/op	      3000 B/observer	         1.000 goroutines/observer	      2048 stack-B/observer
+BenchmarkW6Polling/qcache/after-deep-2         	       1	 862396863 ns/op	      3300 B/observer	  3500 B/observer+entry	         1.000 goroutines/observer	      2048 stack-B/observer
 BenchmarkCurve/qcache/n=1000000-2 	1	9000000000 ns/op	300.0 B/entry	150.0 hit-ns	2500 miss-ns	100.0 call-ns
 BenchmarkCurve/qcache/n=1000000-2 	1	9000000000 ns/op	310.0 B/entry	170.0 hit-ns	2500 miss-ns	100.0 call-ns
 BenchmarkCurve/qcache/n=10000-2 	1	9000000000 ns/op	100.0 B/entry	50.0 hit-ns	2500 miss-ns	100.0 call-ns
@@ -39,8 +40,9 @@ func TestRender(t *testing.T) {
 		"| **met** |", // qcache at -cpu=1: 1.25× the limit and faster than otter
 		"**SHORT**: 4.08× the limit, slower than singleflight + sync.Map",
 		"| 1.000 fetches/storm; 2.86 ms/storm | 1.24× the fetch (2.31 ms) |",
-		"769 B/entry", "**SHORT**: 3.8× the target",
+		"769 B/entry", "**SHORT**: 4.8× the target",
 		"3000 B/observer",
+		"| 3300 B/observer; 3500 B with its entry |", "| ≤ 3 KiB with its entry | **SHORT**: 1.1× the target |",
 		"| W7 1M entries: memory, hit latency | qcache | 305 B/entry; 160.0 ns/Get |",
 	} {
 		assert.Contains(t, out, want, "the table")
