@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/metrics"
+	"slices"
 	"testing"
 	"time"
 
@@ -64,7 +65,14 @@ func TestMeasureCurve(t *testing.T) {
 		Entries: 5_000, Reads: 10_000, MissBatch: 100, MissBatches: 3,
 		GCs: 2, MaxGCs: 2, InvalidateOps: 3, InvalidateTime: time.Millisecond,
 	}
-	for _, lib := range Libs {
+	// qcache last: memory of a closed qcache client is sometimes freed only
+	// while the next library fills (about 1 MB for these 5,000 entries),
+	// which made that library's bytes per entry negative here (and still
+	// does for the first library of a second run with -count above 1).
+	// bench/run measures each library in a process of its own, so its
+	// figures are not affected. The cause is not found yet.
+	libs := append(slices.DeleteFunc(slices.Clone(Libs), func(l string) bool { return l == Qcache }), Qcache)
+	for _, lib := range libs {
 		t.Run(lib, func(t *testing.T) {
 			p, err := MeasureCurve(lib, cfg)
 			require.NoError(t, err)
