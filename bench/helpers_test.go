@@ -85,7 +85,11 @@ func TestStorm(t *testing.T) {
 func TestMemoryPerEntry(t *testing.T) {
 	for _, lib := range Libs {
 		t.Run(lib, func(t *testing.T) {
-			b := MemoryPerEntry(lib, 20_000)
+			// The larger of two measurements: memory that something else in
+			// the process frees during the first (seen after the other
+			// tests of this package: a library's figure came out negative
+			// about one run in three) makes a measurement low, never high.
+			b := max(MemoryPerEntry(lib, 20_000), MemoryPerEntry(lib, 20_000))
 			t.Logf("%s: %.0f B/entry at 20,000 entries", lib, b)
 			assert.False(t, math.IsNaN(b), "B/entry is NaN")
 			assert.Greater(t, b, 0.0, "B/entry not plausible")
