@@ -88,9 +88,7 @@ var ErrNotInBatch = errors.New("qcache: key missing from the batch answer")
 // before it calls its function with all of them (default 1 ms). A batch
 // also goes as soon as MaxBatch keys wait. It panics if d is not positive.
 func BatchWindow(d time.Duration) QueryOption {
-	if d <= 0 {
-		panic(fmt.Sprintf("qcache: BatchWindow(%v): not positive", d))
-	}
+	mustBePositiveDuration("BatchWindow", d)
 	return func(c *queryConfig) { c.batchWindow = d }
 }
 

@@ -520,9 +520,7 @@ func BusOrigin(id string) BusOption { return func(c *busConfig) { c.origin = id 
 // BusQueue sets how many events may wait to be published (default 1024).
 // It panics unless n is positive.
 func BusQueue(n int) BusOption {
-	if n <= 0 {
-		panic(fmt.Sprintf("qcache: BusQueue(%d): not positive", n))
-	}
+	mustBePositive("BusQueue", n)
 	return func(c *busConfig) { c.queue = n }
 }
 

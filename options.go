@@ -117,9 +117,7 @@ func WithMaxEntries(n int) ClientOption {
 // WithMaxResponseBytes bounds response bodies (default 10 MiB). A larger
 // body fails the fetch without being read into memory.
 func WithMaxResponseBytes(n int64) ClientOption {
-	if n <= 0 {
-		panic(fmt.Sprintf("qcache: WithMaxResponseBytes(%d): not positive", n))
-	}
+	mustBePositive("WithMaxResponseBytes", n)
 	return func(c *clientConfig) { c.maxResponseBytes = n }
 }
 
@@ -177,6 +175,13 @@ func nonNegative(name string, d time.Duration) {
 	}
 }
 
+// mustBePositiveDuration panics, naming the option, unless d is positive.
+func mustBePositiveDuration(name string, d time.Duration) {
+	if d <= 0 {
+		panic(fmt.Sprintf("qcache: %s(%v): not positive", name, d))
+	}
+}
+
 // StaleTime sets how long data stays fresh after it lands (default 0: stale
 // at once, so every Get fetches, shared with any fetch in flight).
 func StaleTime(d time.Duration) QueryOption {
@@ -219,7 +224,7 @@ func MaxConcurrentFetches(n int) QueryOption {
 	return func(c *queryConfig) { c.maxFetches = n }
 }
 
-func mustBePositive(name string, n int) {
+func mustBePositive[N int | int64](name string, n N) {
 	if n <= 0 {
 		panic(fmt.Sprintf("qcache: %s(%d): not positive", name, n))
 	}
@@ -270,9 +275,7 @@ func isGone(err error) bool {
 // the error, and the next poll or refetch tries again. It panics if d is not
 // positive.
 func MaxRetryDelay(d time.Duration) QueryOption {
-	if d <= 0 {
-		panic(fmt.Sprintf("qcache: MaxRetryDelay(%v): not positive", d))
-	}
+	mustBePositiveDuration("MaxRetryDelay", d)
 	return func(c *queryConfig) { c.maxRetryDelay = d }
 }
 

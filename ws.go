@@ -719,9 +719,7 @@ func WSResync(f Filter) WSOption { return func(c *wsConfig) { c.resync = f } }
 // message is refused without being read into memory, reported, and the link
 // is re-established. It panics unless n is positive.
 func WSReadLimit(n int64) WSOption {
-	if n <= 0 {
-		panic(fmt.Sprintf("qcache: WSReadLimit(%d): not positive", n))
-	}
+	mustBePositive("WSReadLimit", n)
 	return func(c *wsConfig) { c.readLimit = n }
 }
 
@@ -751,9 +749,7 @@ func WSDialOptions(o *websocket.DialOptions) WSOption {
 // answers is given up on after d, and dialled again after the backoff delay.
 // It panics unless d is positive.
 func WSDialTimeout(d time.Duration) WSOption {
-	if d <= 0 {
-		panic(fmt.Sprintf("qcache: WSDialTimeout(%v): not positive", d))
-	}
+	mustBePositiveDuration("WSDialTimeout", d)
 	return func(c *wsConfig) { c.dialTimeout = d }
 }
 
@@ -769,9 +765,7 @@ func WSPingInterval(d time.Duration) WSOption {
 // WSPingTimeout sets how long a ping may wait for its pong before the link
 // is dropped (default: the ping interval). It panics unless d is positive.
 func WSPingTimeout(d time.Duration) WSOption {
-	if d <= 0 {
-		panic(fmt.Sprintf("qcache: WSPingTimeout(%v): not positive", d))
-	}
+	mustBePositiveDuration("WSPingTimeout", d)
 	return func(c *wsConfig) { c.pingTimeout = d }
 }
 
@@ -782,9 +776,7 @@ func WSPingTimeout(d time.Duration) WSOption {
 // dialled ever more slowly instead of in a tight loop. It panics unless d
 // is positive.
 func WSStableAfter(d time.Duration) WSOption {
-	if d <= 0 {
-		panic(fmt.Sprintf("qcache: WSStableAfter(%v): not positive", d))
-	}
+	mustBePositiveDuration("WSStableAfter", d)
 	return func(c *wsConfig) { c.stableAfter = d }
 }
 
