@@ -53,11 +53,11 @@ func (g *gcQueue) schedule(e gcTarget, at time.Duration) {
 	if pos := *e.gcPos(); pos > 0 {
 		i := int(pos - 1)
 		g.items[i].at = at
-		g.fix(i)
+		heapFix(g, i)
 	} else {
 		g.items = append(g.items, gcItem{at: at, e: e})
 		*e.gcPos() = int32(len(g.items))
-		g.up(len(g.items) - 1)
+		heapUp(g, len(g.items)-1)
 	}
 	g.armLocked()
 }
@@ -83,7 +83,7 @@ func (g *gcQueue) removeAtLocked(i int) gcItem {
 	g.items[last] = gcItem{}
 	g.items = g.items[:last]
 	if i < last {
-		g.fix(i)
+		heapFix(g, i)
 	}
 	return it
 }
@@ -141,48 +141,13 @@ func (g *gcQueue) popDueLocked(now time.Duration) []gcItem {
 	return due
 }
 
+func (g *gcQueue) len() int           { return len(g.items) }
+func (g *gcQueue) less(i, j int) bool { return g.items[i].at < g.items[j].at }
+
 func (g *gcQueue) swap(i, j int) {
 	g.items[i], g.items[j] = g.items[j], g.items[i]
 	*g.items[i].e.gcPos() = int32(i + 1)
 	*g.items[j].e.gcPos() = int32(j + 1)
-}
-
-func (g *gcQueue) fix(i int) {
-	if !g.down(i) {
-		g.up(i)
-	}
-}
-
-func (g *gcQueue) up(i int) {
-	for i > 0 {
-		parent := (i - 1) / 2
-		if g.items[i].at >= g.items[parent].at {
-			return
-		}
-		g.swap(i, parent)
-		i = parent
-	}
-}
-
-// down sifts i down and reports whether it moved.
-func (g *gcQueue) down(i int) bool {
-	start, n := i, len(g.items)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		j := l
-		if r := l + 1; r < n && g.items[r].at < g.items[l].at {
-			j = r
-		}
-		if g.items[j].at >= g.items[i].at {
-			break
-		}
-		g.swap(i, j)
-		i = j
-	}
-	return i > start
 }
 
 // entryHeap is a query's idle entries in a min-heap by gc deadline: a
@@ -207,11 +172,11 @@ func (h *entryHeap[P, T]) schedule(e *entry[P, T], at time.Duration) {
 	defer h.mu.Unlock()
 	e.gcAt = at
 	if pos := e.gcQueued; pos > 0 {
-		h.fix(int(pos - 1))
+		heapFix(h, int(pos-1))
 	} else {
 		h.items = append(h.items, e)
 		e.gcQueued = int32(len(h.items))
-		h.up(len(h.items) - 1)
+		heapUp(h, len(h.items)-1)
 	}
 	if h.items[0] == e {
 		h.g.schedule(h, at)
@@ -264,10 +229,13 @@ func (h *entryHeap[P, T]) removeAtLocked(i int) *entry[P, T] {
 	h.items[last] = nil
 	h.items = h.items[:last]
 	if i < last {
-		h.fix(i)
+		heapFix(h, i)
 	}
 	return e
 }
+
+func (h *entryHeap[P, T]) len() int           { return len(h.items) }
+func (h *entryHeap[P, T]) less(i, j int) bool { return h.items[i].gcAt < h.items[j].gcAt }
 
 func (h *entryHeap[P, T]) swap(i, j int) {
 	h.items[i], h.items[j] = h.items[j], h.items[i]
@@ -275,16 +243,26 @@ func (h *entryHeap[P, T]) swap(i, j int) {
 	h.items[j].gcQueued = int32(j + 1)
 }
 
-func (h *entryHeap[P, T]) fix(i int) {
-	if !h.down(i) {
-		h.up(i)
+// minHeap is what heapFix, heapUp and heapDown need of a binary min-heap
+// kept in a slice: the client's gc queue and a query's heap of idle
+// entries, whose swap also records each item's place.
+type minHeap interface {
+	len() int
+	less(i, j int) bool
+	swap(i, j int)
+}
+
+// heapFix moves i to its place after its key changed.
+func heapFix(h minHeap, i int) {
+	if !heapDown(h, i) {
+		heapUp(h, i)
 	}
 }
 
-func (h *entryHeap[P, T]) up(i int) {
+func heapUp(h minHeap, i int) {
 	for i > 0 {
 		parent := (i - 1) / 2
-		if h.items[i].gcAt >= h.items[parent].gcAt {
+		if !h.less(i, parent) {
 			return
 		}
 		h.swap(i, parent)
@@ -292,19 +270,19 @@ func (h *entryHeap[P, T]) up(i int) {
 	}
 }
 
-// down sifts i down and reports whether it moved.
-func (h *entryHeap[P, T]) down(i int) bool {
-	start, n := i, len(h.items)
+// heapDown sifts i down and reports whether it moved.
+func heapDown(h minHeap, i int) bool {
+	start, n := i, h.len()
 	for {
 		l := 2*i + 1
 		if l >= n {
 			break
 		}
 		j := l
-		if r := l + 1; r < n && h.items[r].gcAt < h.items[l].gcAt {
+		if r := l + 1; r < n && h.less(r, l) {
 			j = r
 		}
-		if h.items[j].gcAt >= h.items[i].gcAt {
+		if !h.less(j, i) {
 			break
 		}
 		h.swap(i, j)
