@@ -290,6 +290,7 @@ func TestHookPanicIsRecovered(t *testing.T) {
 		v, err := q.Get(context.Background(), "a")
 		require.NoError(t, err)
 		assert.Equal(t, "a", v)
+		synctest.Wait() // FetchEnd runs on the fetch's goroutine after Get is answered
 		assert.Len(t, h.find("qcache: hook panicked"), 2)
 	})
 }
