@@ -8,7 +8,8 @@
 // is W7) in curves_test.go; the helpers they share live here so that plain
 // `go test` can check each of them quickly. `./run` runs every benchmark
 // round by round, prints one markdown table and draws the curves
-// (cmd/curves; see README.md).
+// (cmd/curves; see README.md). Both commands read the benchmark output with
+// internal/benchfmt.
 //
 // This is its own module so that the root module keeps its small set of
 // dependencies.

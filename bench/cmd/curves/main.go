@@ -9,7 +9,6 @@
 package main
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/qcache-go/qcache/bench/internal/benchfmt"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -94,43 +94,17 @@ type runs map[string]map[int][]map[string]float64
 var curveLine = regexp.MustCompile(`^BenchmarkCurve/([^/\s]+)/n=(\d+)(?:-\d+)?$`)
 
 func parse(r io.Reader, res runs) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 4 || len(f)%2 != 0 {
-			continue
-		}
-		m := curveLine.FindStringSubmatch(f[0])
+	return benchfmt.Parse(r, func(l benchfmt.Line) {
+		m := curveLine.FindStringSubmatch(l.Name)
 		if m == nil {
-			continue
-		}
-		if _, err := strconv.Atoi(f[1]); err != nil {
-			continue
+			return
 		}
 		n, _ := strconv.Atoi(m[2])
-		vals := map[string]float64{}
-		for i := 2; i+1 < len(f); i += 2 {
-			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
-				vals[f[i+1]] = v
-			}
-		}
 		if res[m[1]] == nil {
 			res[m[1]] = map[int][]map[string]float64{}
 		}
-		res[m[1]][n] = append(res[m[1]][n], vals)
-	}
-	return sc.Err()
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
+		res[m[1]][n] = append(res[m[1]][n], l.Values)
+	})
 }
 
 // point returns c's median over lib's runs at n entries.
@@ -144,7 +118,7 @@ func (res runs) point(c curve, lib string, n int) (float64, bool) {
 	if len(vs) == 0 {
 		return 0, false
 	}
-	return median(vs), true
+	return benchfmt.Median(vs), true
 }
 
 // sizes returns every number of entries in res, in order.

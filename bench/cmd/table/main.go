@@ -8,7 +8,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/qcache-go/qcache/bench/internal/benchfmt"
 )
 
 // key names one benchmark result: the name without the "Benchmark" prefix
@@ -32,41 +33,17 @@ type results map[key][]float64
 var cpuSuffix = regexp.MustCompile(`-(\d+)$`)
 
 func parse(r io.Reader, res results) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") || len(f)%2 != 0 {
-			continue
-		}
-		if _, err := strconv.Atoi(f[1]); err != nil {
-			continue
-		}
-		name, cpu := strings.TrimPrefix(f[0], "Benchmark"), 1
+	return benchfmt.Parse(r, func(l benchfmt.Line) {
+		name, cpu := strings.TrimPrefix(l.Name, "Benchmark"), 1
 		if m := cpuSuffix.FindStringSubmatch(name); m != nil {
 			cpu, _ = strconv.Atoi(m[1])
 			name = strings.TrimSuffix(name, m[0])
 		}
-		for i := 2; i+1 < len(f); i += 2 {
-			v, err := strconv.ParseFloat(f[i], 64)
-			if err != nil {
-				continue
-			}
-			k := key{name, cpu, f[i+1]}
+		for unit, v := range l.Values {
+			k := key{name, cpu, unit}
 			res[k] = append(res[k], v)
 		}
-	}
-	return sc.Err()
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
+	})
 }
 
 // get returns the median of name's unit at any cpu when cpu is 0.
@@ -80,7 +57,7 @@ func (res results) get(name string, cpu int, unit string) (float64, []float64, b
 	if len(all) == 0 {
 		return 0, nil, false
 	}
-	return median(all), all, true
+	return benchfmt.Median(all), all, true
 }
 
 func dur(ns float64) string {
