@@ -105,7 +105,8 @@ const (
 // state can be saved. It does not publish anything on the Bus.
 //
 // Entries whose params or data cannot be encoded as JSON are left out; the
-// rest is written and Dehydrate returns a *DehydrateError.
+// rest is written and Dehydrate returns a *DehydrateError. The entries of
+// Local queries are never written: their data stays in the process.
 func (c *Client) Dehydrate(w io.Writer, f Filter) error {
 	sw := &snapshotWriter{bw: bufio.NewWriterSize(w, 64<<10)}
 	sw.enc = json.NewEncoder(sw.bw)
@@ -163,6 +164,9 @@ func (sw *snapshotWriter) skip(err error) {
 func (q *Query[P, T]) queryName() string { return q.name }
 
 func (q *Query[P, T]) dehydrate(sw *snapshotWriter, f Filter) error {
+	if q.cfg.local {
+		return nil // its data stays in the process (Local)
+	}
 	var err error
 	q.entries.each(func(e *entry[P, T]) bool {
 		key := e.entryKey()

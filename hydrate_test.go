@@ -449,6 +449,20 @@ func TestDehydrateFilterAndUnencodableData(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(buf.String(), "\n"), "StaleTime 0: no fresh entry, only the header")
 }
 
+func TestDehydrateLeavesLocalQueriesOut(t *testing.T) {
+	c := NewClient()
+	defer c.Close()
+	shared := NewQueryFunc(c, Key{"shared"}, func(ctx context.Context, id string) (string, error) { return id, nil })
+	local := NewQueryFunc(c, Key{"local"}, func(ctx context.Context, id string) (func(), error) { return nil, nil }, Local())
+	shared.SetData("a", "A")
+	local.SetData("a", func() {}) // would not encode: Local keeps it from being tried at all
+	var buf bytes.Buffer
+	require.NoError(t, c.Dehydrate(&buf, Filter{}))
+	assert.Equal(t, 2, strings.Count(buf.String(), "\n"), "the header and the shared query's one entry")
+	assert.Contains(t, buf.String(), `"key":["shared","a"]`)
+	assert.NotContains(t, buf.String(), `"local"`)
+}
+
 type errWriter struct{ n int }
 
 func (w *errWriter) Write(p []byte) (int, error) {

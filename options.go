@@ -312,10 +312,12 @@ func StaleWhileRevalidate() QueryOption {
 	return func(c *queryConfig) { c.swr = true }
 }
 
-// Local keeps a query off the client's Bus: its SetData, Update, Invalidate,
-// InvalidateAll and Remove are not published, and SetData events of other
-// clients are not applied to it (for a T that cannot travel as JSON, or
-// data that must stay in the process). Filters are not queries: this
+// Local keeps a query's data in the process (for a T that cannot travel as
+// JSON, or data that must not leave it). The query is kept off the client's
+// Bus: its SetData, Update, Invalidate, InvalidateAll and Remove are not
+// published, and SetData events of other clients are not applied to it. It
+// takes no part in the shared tier (WithSharedStore), and Dehydrate (so
+// FilePersister) leaves its entries out. Filters are not queries: this
 // client's Client.Invalidate and Client.Remove are published whatever they
 // match, and the invalidations and removals of other clients reach the
 // query's entries whose keys they match.
