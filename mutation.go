@@ -214,7 +214,12 @@ func (m *Mutation[P, B, R]) send(ctx context.Context, u string, payload []byte) 
 				return zero, fmt.Errorf("qcache: %s: waiting to be online: %w", m.name, context.Cause(rctx))
 			}
 		}
-		r, err := doJSON[R](rctx, c, m.ep.method, u, m.ep.header, payload, true, nil)
+		actx, acancel := rctx, context.CancelFunc(func() {})
+		if m.cfg.timeout > 0 {
+			actx, acancel = context.WithTimeout(rctx, m.cfg.timeout)
+		}
+		r, err := doJSON[R](actx, c, m.ep.method, u, m.ep.header, payload, true, nil)
+		acancel()
 		if err == nil {
 			return r, nil
 		}
@@ -296,8 +301,9 @@ type mutationConfig struct {
 	invalidates []Filter
 	retry       int
 	retryDelay  func(failureCount int, err error) time.Duration
-	serial      bool   // queue Do calls per key
-	scope       string // queue Do calls across mutations of this scope
+	timeout     time.Duration // bounds each attempt; 0: none
+	serial      bool          // queue Do calls per key
+	scope       string        // queue Do calls across mutations of this scope
 	hooks       []mutationHook
 }
 
@@ -344,6 +350,17 @@ func MutationRetry(n int) MutationOption {
 		panic(fmt.Sprintf("qcache: MutationRetry(%d): negative", n))
 	}
 	return func(c *mutationConfig) { c.retry = n }
+}
+
+// MutationTimeout bounds each attempt of a mutation's request, from the
+// request to the end of the response's body (default 0: no bound but Do's
+// context and the http.Client's own Timeout). An attempt that runs out
+// fails with an error wrapping context.DeadlineExceeded; it is retried, as
+// any transport error, only when MutationRetry allows it (the server may
+// have applied the write before the answer was cut).
+func MutationTimeout(d time.Duration) MutationOption {
+	nonNegative("MutationTimeout", d)
+	return func(c *mutationConfig) { c.timeout = d }
 }
 
 // MutationRetryDelay sets the delay before each retry of a mutation, as

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -833,4 +835,51 @@ func TestDeprecatedMutationOptionsMatchTheirNewNames(t *testing.T) {
 	MutationInvalidates(f)(&cur)
 	MutationSerial()(&cur)
 	assert.Equal(t, old, cur, "Invalidates+Serial against MutationInvalidates+MutationSerial")
+}
+
+// TestMutationTimeout: MutationTimeout bounds each attempt, the attempt
+// that runs out fails with context.DeadlineExceeded, and it is retried only
+// as MutationRetry allows.
+func TestMutationTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var stalls atomic.Int32
+		up := newPipeUpstream(func(n int, conn net.Conn) {
+			if stalls.Add(-1) >= 0 {
+				stall(conn) // never an answer
+				return
+			}
+			io.WriteString(conn, pipeOK+`{"id":"1","name":"whole"}`)
+		})
+		up.onRequest = func(r *http.Request) { io.Copy(io.Discard, r.Body) }
+		defer up.close()
+		c := NewClient(WithBaseURL("http://upstream.test"), WithHTTPClient(up.client))
+		defer c.Close()
+		once := NewMutation[string, user, user](c, Endpoint{Method: "PUT", URL: "/once/$id"}, MutationTimeout(5*time.Second))
+		retried := NewMutation[string, user, user](c, Endpoint{Method: "PUT", URL: "/retried/$id"},
+			MutationTimeout(5*time.Second), MutationRetry(1),
+			MutationRetryDelay(func(int, error) time.Duration { return time.Second }))
+
+		stalls.Store(1)
+		start := time.Now()
+		_, err := once.Do(t.Context(), "1", user{ID: "1"})
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, 5*time.Second, time.Since(start), "one attempt of 5 s")
+		assert.EqualValues(t, 1, up.reqs.Load(), "not retried without MutationRetry")
+
+		stalls.Store(1)
+		start = time.Now()
+		u, err := retried.Do(t.Context(), "1", user{ID: "1"})
+		require.NoError(t, err)
+		assert.Equal(t, "whole", u.Name)
+		assert.Equal(t, 6*time.Second, time.Since(start), "an attempt of 5 s, a delay of 1 s, an answer")
+		assert.EqualValues(t, 3, up.reqs.Load())
+
+		stalls.Store(2)
+		start = time.Now()
+		_, err = retried.Do(t.Context(), "1", user{ID: "1"})
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, 11*time.Second, time.Since(start), "two attempts of 5 s and the delay between them")
+		assert.EqualValues(t, 5, up.reqs.Load())
+	})
+	assert.Panics(t, func() { MutationTimeout(-time.Second) })
 }
