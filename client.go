@@ -157,6 +157,20 @@ func (c *Client) goroutine(f func()) bool {
 	return true
 }
 
+// addRun counts a run that its caller makes on its own goroutine (a fetch
+// run inline, see entry.runInline) as a goroutine of the client, which
+// Close waits for; the caller calls c.wg.Done when it returns. It reports
+// false once the client is closed.
+func (c *Client) addRun() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.wg.Add(1)
+	return true
+}
+
 // runOwned runs f. Every goroutine of qcache that may call a user's callback
 // runs under it, so that Close, called from such a callback, can see from
 // its stack that it must not wait for its own goroutine.

@@ -76,6 +76,13 @@ func (m *entryMap[P, T]) loadOrStore(p P, e *entry[P, T]) (actual *entry[P, T], 
 	if old := m.load(p); old != nil {
 		return old, true
 	}
+	return m.storeMissed(p, e)
+}
+
+// storeMissed is loadOrStore for a caller that has just missed p with
+// load: it looks again under the lock only, so that one insert counts one
+// miss, not two (the misses pace the merges).
+func (m *entryMap[P, T]) storeMissed(p P, e *entry[P, T]) (actual *entry[P, T], loaded bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.readOnly()
