@@ -510,9 +510,17 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T], w want) {
 		return
 	}
 	op.doneLocked()
-	if !c.goroutine(func() { e.run(op) }) {
+	if !c.addRun() {
 		e.abandonLocked(op, ErrClosed)
+		return
 	}
+	go e.runGo(op) // as Client.goroutine does, without its two closures
+}
+
+// runGo is the goroutine of a fetch that startLocked started.
+func (e *entry[P, T]) runGo(op *fetchOp[T]) {
+	defer e.q.c.wg.Done()
+	runOwned(func() { e.run(op) })
 }
 
 // runInline runs op, which its caller claimed (claimInlineLocked), on the
