@@ -158,6 +158,34 @@ func (m *entryMap[P, T]) mergeLocked() {
 	m.misses = 0
 }
 
+// eachUnmerged calls yield for every entry, as each does, without merging
+// the maps first: for a walk after which lookups do not matter
+// (Client.Close), where a merge would build a map of every entry for
+// nothing. The side map's entries are copied out under the lock.
+func (m *entryMap[P, T]) eachUnmerged(yield func(*entry[P, T]) bool) {
+	r := m.readOnly()
+	var added []*entry[P, T]
+	if r.amended {
+		m.mu.Lock()
+		r = m.readOnly()
+		added = make([]*entry[P, T], 0, len(m.added))
+		for _, e := range m.added {
+			added = append(added, e)
+		}
+		m.mu.Unlock()
+	}
+	for _, e := range r.m {
+		if !e.isGone() && !yield(e) {
+			return
+		}
+	}
+	for _, e := range added {
+		if !e.isGone() && !yield(e) {
+			return
+		}
+	}
+}
+
 // each calls yield for every entry until it returns false. Entries added
 // or removed meanwhile may or may not be seen.
 func (m *entryMap[P, T]) each(yield func(*entry[P, T]) bool) {

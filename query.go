@@ -198,6 +198,10 @@ func (q *Query[P, T]) attempt(ctx context.Context, a *attemptCtx, p P) (v T, err
 	return q.fetchFn(ctx, p)
 }
 
+func (q *Query[P, T]) eachEntryUnmerged(yield func(anyEntry) bool) {
+	q.entries.eachUnmerged(func(e *entry[P, T]) bool { return yield(e) })
+}
+
 func (q *Query[P, T]) eachEntry(yield func(anyEntry) bool) {
 	q.entries.each(func(e *entry[P, T]) bool { return yield(e) })
 }
