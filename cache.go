@@ -154,6 +154,9 @@ func (e *entry[P, T]) followUpLocked() *fetchOp[T] {
 // flight settles. Its fields other than data and err are guarded by the
 // entry's lock.
 type fetchOp[T any] struct {
+	// done is closed when the fetch settles. It is made when the op is
+	// handed to a caller that waits on it (doneLocked), so a fetch that its
+	// starter runs on its own goroutine, and nobody joins, needs none.
 	done     chan struct{}
 	data     T
 	err      error
@@ -165,8 +168,16 @@ type fetchOp[T any] struct {
 	prevFail int             // FailureCount before the fetch, restored on cancel
 	failures int             // failed attempts, written by the fetch's goroutine before it settles
 	from     context.Context // whose values the fetch carries: the context of the call that started it
-	scope    *fetchScope     // written by the fetch's goroutine before it settles
 	nested   bool            // started from inside another fetch's function: takes no slot of a fetch bound
+	// inline: the caller that started the fetch runs it on its own
+	// goroutine (runInline); claimed: that caller has taken it on.
+	inline, claimed bool
+	// The fetch's scope, the parent of its context and its first attempt's
+	// context, kept here rather than allocated one by one: written by the
+	// goroutine that runs the fetch before it settles.
+	scope fetchScope
+	vals  fetchValues
+	att   attemptCtx
 	// What came while the fetch was in flight: an invalidation (its result
 	// lands stale, and callers who want fresh data wait for the next fetch),
 	// a reset by Remove (its result is not stored).
@@ -183,7 +194,7 @@ type fetchOp[T any] struct {
 func newEntry[P comparable, T any](q *Query[P, T], p P) *entry[P, T] {
 	e := &entry[P, T]{q: q, p: p}
 	e.flags.Store(flagNew)
-	e.snap.Store(&snapshot[T]{})
+	e.snap.Store(q.emptySnap) // shared: snapshots are replaced whole, never written
 	return e
 }
 
@@ -194,11 +205,46 @@ const (
 	wantWait     want = iota // a caller that blocks in wait (Get, Fetch, Refetch)
 	wantPin                  // a caller that wants the result stored and does not wait
 	wantObserver             // an observer: the fetch lives while an observer or waiter wants it
+	// wantInline is a wantWait that runs the fetch on its own goroutine when
+	// it starts it (claimInlineLocked): a caller whose context can never
+	// end, so that waiting cannot be cut short.
+	wantInline
 )
+
+// closedChan is a closed channel: the done of an op that settled before
+// anyone asked for its channel.
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// doneLocked makes op's done channel if it has none yet; e.mu is held.
+func (op *fetchOp[T]) doneLocked() {
+	if op.done == nil {
+		op.done = make(chan struct{})
+	}
+}
+
+// closeDoneLocked marks op's done channel closed; e.mu is held.
+func (op *fetchOp[T]) closeDoneLocked() {
+	if op.done == nil {
+		op.done = closedChan
+	} else {
+		close(op.done)
+	}
+}
+
+// claimInlineLocked reports whether the caller, which has just got op from
+// joinLocked or refetchLocked with wantInline, must run it itself
+// (runInline); e.mu is held, as it was for the join.
+func (op *fetchOp[T]) claimInlineLocked() bool {
+	if !op.inline || op.claimed {
+		return false
+	}
+	op.claimed = true
+	return true
+}
 
 func (op *fetchOp[T]) add(w want) {
 	switch w {
-	case wantWait:
+	case wantWait, wantInline:
 		op.waiters++
 	case wantPin:
 		op.pinned = true
@@ -403,11 +449,12 @@ func (e *entry[P, T]) joinLocked(ctx context.Context, w want) *fetchOp[T] {
 	if op := e.inflight; op != nil {
 		e.q.count(nDedup)
 		op.add(w)
+		op.doneLocked()
 		return op
 	}
-	op := &fetchOp[T]{done: make(chan struct{}), from: ctx}
+	op := &fetchOp[T]{from: ctx}
 	op.add(w)
-	e.startLocked(op)
+	e.startLocked(op, w)
 	return op
 }
 
@@ -416,9 +463,9 @@ func (e *entry[P, T]) joinLocked(ctx context.Context, w want) *fetchOp[T] {
 // which need data requested after they asked.
 func (e *entry[P, T]) refetchLocked(ctx context.Context, w want) *fetchOp[T] {
 	if e.inflight == nil {
-		op := &fetchOp[T]{done: make(chan struct{}), from: ctx}
+		op := &fetchOp[T]{from: ctx}
 		op.add(w)
-		e.startLocked(op)
+		e.startLocked(op, w)
 		return op
 	}
 	lv := e.lv()
@@ -431,14 +478,20 @@ func (e *entry[P, T]) refetchLocked(ctx context.Context, w want) *fetchOp[T] {
 	return lv.followUp
 }
 
-func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
+// startLocked starts op: on a goroutine of its own, or, for w ==
+// wantInline, on its starter's (which claims it with claimInlineLocked and
+// calls runInline).
+func (e *entry[P, T]) startLocked(op *fetchOp[T], w want) {
 	c := e.q.c
 	// The fetch has a cancellation of its own (Client.Close cancels it
 	// through abortFetch), and the values of the context of the call that
-	// started it: trace spans, request IDs. Joiners share them.
-	op.ctx, op.cancel = context.WithCancelCause(context.WithoutCancel(op.from))
+	// started it: trace spans, request IDs. Joiners share them. op.vals
+	// does what context.WithoutCancel and a context.WithValue for the scope
+	// would, in the op's own memory.
+	op.vals = fetchValues{from: op.from, scope: &op.scope}
+	op.ctx, op.cancel = context.WithCancelCause(&op.vals)
 	op.nested = scopeFrom(op.from) != nil
-	op.from = nil // not kept past the start
+	op.from = nil // kept in op.vals only
 	op.prevFail = int(e.snap.Load().failureCount)
 	e.inflight = op
 	e.stopGCLocked()
@@ -448,9 +501,48 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T]) {
 	}
 	e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(status); s.failureCount = 0 }, keepFresh)
 	e.q.count(nFetches)
-	if !c.goroutine(func() { e.run(op) }) {
-		e.abandonLocked(op, ErrClosed)
+	if w == wantInline {
+		if c.addRun() {
+			op.inline = true
+		} else {
+			e.abandonLocked(op, ErrClosed)
+		}
+		return
 	}
+	op.doneLocked()
+	if !c.addRun() {
+		e.abandonLocked(op, ErrClosed)
+		return
+	}
+	go e.runGo(op) // as Client.goroutine does, without its two closures
+}
+
+// runGo is the goroutine of a fetch that startLocked started.
+func (e *entry[P, T]) runGo(op *fetchOp[T]) {
+	defer e.q.c.wg.Done()
+	runOwned(func() { e.run(op) })
+}
+
+// runInline runs op, which its caller claimed (claimInlineLocked), on the
+// caller's goroutine, as Client.goroutine would run it on a goroutine of
+// its own: Close waits for it, and callbacks that call Close from inside it
+// see that they run on qcache's behalf (runOwned). Should run end
+// abnormally (runtime.Goexit in the fetch function, a panic outside it that
+// the caller recovers), op is abandoned, so that its joiners do not wait
+// for ever.
+func (e *entry[P, T]) runInline(op *fetchOp[T]) {
+	c := e.q.c
+	ok := false
+	defer func() {
+		if !ok {
+			e.mu.Lock()
+			e.abandonLocked(op, errFetchAborted)
+			e.mu.Unlock()
+		}
+		c.wg.Done()
+	}()
+	runOwned(func() { e.run(op) })
+	ok = true
 }
 
 // run is the goroutine of one fetch: attempts, retries with their delays,
@@ -466,17 +558,14 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	// ctx is what the fetch function gets: op.ctx, or what FetchStart made
 	// of it. Waits and cancellation go by op.ctx.
 	ctx := op.ctx
-	start := time.Now()
-	if h := hooks.FetchStart; h != nil {
-		c.callHook("FetchStart", func() {
-			if x := h(ctx, info); x != nil {
-				ctx = x
-			}
-		})
+	var start time.Duration // since the client's epoch; FetchEnd's Duration
+	if hooks.FetchEnd != nil {
+		start = c.clock()
 	}
-	// Every fetch has a scope: the HTTP layer's channel, and how a fetch
-	// started from inside this one's function knows that it is nested.
-	sc := &fetchScope{}
+	// Every fetch has a scope (op.scope; op.ctx carries it): the HTTP
+	// layer's channel, and how a fetch started from inside this one's
+	// function knows that it is nested.
+	sc := &op.scope
 	if q.http {
 		e.mu.Lock()
 		if s := e.snap.Load(); s.hasData && e.metaLocked() != nil {
@@ -484,8 +573,18 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 		}
 		e.mu.Unlock()
 	}
-	op.scope = sc
-	ctx = context.WithValue(ctx, scopeKey{}, sc)
+	if h := hooks.FetchStart; h != nil {
+		replaced := false
+		c.callHook("FetchStart", func() {
+			if x := h(ctx, info); x != nil {
+				ctx, replaced = x, true
+			}
+		})
+		if replaced {
+			// What FetchStart made need not derive from op.ctx.
+			ctx = context.WithValue(ctx, scopeKey{}, sc)
+		}
+	}
 	attempts := 0
 	sh, data, done, err := e.sharedBegin(ctx, op)
 	for failures := 0; !done; {
@@ -497,7 +596,11 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 			break
 		}
 		attempts++
-		data, err = q.attempt(ctx, e.p)
+		a := &op.att // the first attempt's context; a context left to a goroutine of the function is never reused
+		if attempts > 1 {
+			a = new(attemptCtx)
+		}
+		data, err = q.attempt(ctx, a, e.p)
 		release()
 		if err == nil {
 			break
@@ -540,8 +643,8 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	}
 	if h := hooks.FetchEnd; h != nil {
 		info.Attempt = attempts
-		r := FetchResult{FetchInfo: info, Outcome: outcome, Duration: time.Since(start),
-			StatusCode: op.scope.status, Bytes: op.scope.bytes}
+		r := FetchResult{FetchInfo: info, Outcome: outcome, Duration: c.clock() - start,
+			StatusCode: sc.status, Bytes: sc.bytes}
 		if outcome == OutcomeError || outcome == OutcomeCancelled {
 			r.Err = err
 		}
@@ -655,6 +758,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		e.inflight = nil
 	}
 	op.cancel(nil)
+	var gcNow time.Duration // the clock as the gc queue reads it, when read already
 	outcome := OutcomeSuccess
 	if err != nil {
 		e.q.count(nFetchErrors)
@@ -695,24 +799,22 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 			s.invalidated = true
 		}, makeStale)
 	default:
-		sc := op.scope
+		sc := &op.scope
 		changed := false
-		if sc != nil && sc.notModified {
+		if sc.notModified {
 			// 304: the data held is current; it is not decoded again.
 			data = e.snap.Load().data
 			e.q.count(nNotModified)
 		} else {
-			changed = sc == nil || !sc.same // the same T value again is no change of data
+			changed = !sc.same // the same T value again is no change of data
 		}
-		var meta *httpMeta
-		if sc != nil {
-			meta = sc.meta
-			if sc.notModified {
-				meta = e.metaLocked()
-			}
+		meta := sc.meta
+		if sc.notModified {
+			meta = e.metaLocked()
 		}
 		op.data = data
 		now := e.q.c.clock()
+		gcNow = now + 1 // as gcQueue.now reads it
 		if !op.dataAt.IsZero() {
 			now = op.dataAt.Sub(e.q.c.gc.epoch) // a shared hit keeps its data's age
 		} else {
@@ -731,8 +833,8 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 			e.succeedLocked(s, data, meta, now, invalidated)
 		}, fresh)
 	}
-	close(op.done)
-	e.nextLocked()
+	op.closeDoneLocked()
+	e.nextLocked(gcNow)
 	return outcome
 }
 
@@ -757,19 +859,21 @@ func (e *entry[P, T]) abandonLocked(op *fetchOp[T], cause error) {
 		prev := int32(op.prevFail)
 		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle); s.failureCount = prev }, keepFresh)
 	}
-	close(op.done)
-	e.nextLocked()
+	op.closeDoneLocked()
+	e.nextLocked(0)
 }
 
 // nextLocked runs when the fetch in flight has ended: the follow-up starts,
 // or the gc clock restarts.
-func (e *entry[P, T]) nextLocked() {
+// now is the gc queue's clock (gcQueue.now) when the caller has read it,
+// else 0.
+func (e *entry[P, T]) nextLocked(now time.Duration) {
 	if next := e.followUpLocked(); next != nil {
 		e.live.followUp = nil
-		e.startLocked(next)
+		e.startLocked(next, wantWait)
 		return
 	}
-	e.scheduleGCLocked()
+	e.scheduleGCAtLocked(now)
 }
 
 // keyText is the key for errors and logs, cut as URLs are (a path value
@@ -781,6 +885,28 @@ func (e *entry[P, T]) wrapErr(err error) error {
 		return nil
 	}
 	return fmt.Errorf("qcache: fetch %s: %w", e.keyText(), err)
+}
+
+// inlineIf returns how a caller that waits with ctx wants a fetch:
+// wantInline when ctx can never end (its Done is nil, as
+// context.Background's is), since nothing can then cut its wait short, so
+// it may as well run a fetch that it starts itself; wantWait otherwise.
+func inlineIf(ctx context.Context) want {
+	if ctx.Done() == nil {
+		return wantInline
+	}
+	return wantWait
+}
+
+// await returns op's result: it runs op on the caller's goroutine first
+// when the caller claimed it (claimInlineLocked, under the lock that handed
+// op out), else it waits as wait does.
+func (e *entry[P, T]) await(ctx context.Context, op *fetchOp[T], inline bool) (T, error) {
+	if inline {
+		e.runInline(op)
+		return op.data, op.err
+	}
+	return e.wait(ctx, op)
 }
 
 // wait blocks until op settles or ctx ends; a caller whose context ends
@@ -840,7 +966,7 @@ func (e *entry[P, T]) dropFollowUpLocked(cause error) {
 	} else {
 		f.err = fmt.Errorf("qcache: fetch %s: %w", e.keyText(), cause)
 	}
-	close(f.done)
+	f.closeDoneLocked()
 }
 
 // cancelLocked stops the fetch in flight and drops the follow-up; their
@@ -1083,12 +1209,19 @@ func (e *entry[P, T]) stopGCLocked() {
 
 // scheduleGCLocked (re)starts the gc clock of an idle entry without
 // observers; it does nothing for an entry that is observed or fetching.
-func (e *entry[P, T]) scheduleGCLocked() {
+func (e *entry[P, T]) scheduleGCLocked() { e.scheduleGCAtLocked(0) }
+
+// scheduleGCAtLocked is scheduleGCLocked with the gc queue's clock read
+// already (gcQueue.now), or 0 to read it.
+func (e *entry[P, T]) scheduleGCAtLocked(now time.Duration) {
 	if !e.evictableLocked() || e.q.c.closed.Load() || e.q.cfg.gcTime == Forever {
 		e.stopGCLocked()
 		return
 	}
-	e.q.gc.schedule(e, addSat(e.q.c.gc.now(), e.q.cfg.gcTime))
+	if now == 0 {
+		now = e.q.c.gc.now()
+	}
+	e.q.gc.schedule(e, addSat(now, e.q.cfg.gcTime))
 }
 
 // gcDue removes the entry, which its query's gc heap has just taken out as

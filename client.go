@@ -63,6 +63,9 @@ type observerHandle interface {
 // anyQuery is what the client knows of a Query[P, T]: its entries.
 type anyQuery interface {
 	eachEntry(yield func(anyEntry) bool)
+	// eachEntryUnmerged is eachEntry without building a merged map first
+	// (Close).
+	eachEntryUnmerged(yield func(anyEntry) bool)
 	staticPrefix() Key // every key of the query starts with it
 	stats() QueryStats
 	// eachMatch calls yield for the entries a filter selects (keyindex.go).
@@ -126,7 +129,7 @@ func (c *Client) Close() error {
 	// one parent would make its lock a point of contention): end them here.
 	// A fetch cannot start any more: c.goroutine refuses once closed.
 	for _, q := range queries {
-		q.eachEntry(func(e anyEntry) bool { e.abortFetch(ErrClosed); return true })
+		q.eachEntryUnmerged(func(e anyEntry) bool { e.abortFetch(ErrClosed); return true })
 	}
 	if wait {
 		c.wg.Wait()
@@ -135,7 +138,7 @@ func (c *Client) Close() error {
 	// abandoned (its result will be dropped) and no write is taken any more.
 	c.gc.stop()
 	for _, q := range queries {
-		q.eachEntry(func(e anyEntry) bool { e.stopTimers(); return true })
+		q.eachEntryUnmerged(func(e anyEntry) bool { e.stopTimers(); return true })
 	}
 	return nil
 }
@@ -154,6 +157,20 @@ func (c *Client) goroutine(f func()) bool {
 		defer c.wg.Done()
 		f()
 	})
+	return true
+}
+
+// addRun counts a run that its caller makes on its own goroutine (a fetch
+// run inline, see entry.runInline) as a goroutine of the client, which
+// Close waits for; the caller calls c.wg.Done when it returns. It reports
+// false once the client is closed.
+func (c *Client) addRun() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.wg.Add(1)
 	return true
 }
 

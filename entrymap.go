@@ -76,6 +76,13 @@ func (m *entryMap[P, T]) loadOrStore(p P, e *entry[P, T]) (actual *entry[P, T], 
 	if old := m.load(p); old != nil {
 		return old, true
 	}
+	return m.storeMissed(p, e)
+}
+
+// storeMissed is loadOrStore for a caller that has just missed p with
+// load: it looks again under the lock only, so that one insert counts one
+// miss, not two (the misses pace the merges).
+func (m *entryMap[P, T]) storeMissed(p P, e *entry[P, T]) (actual *entry[P, T], loaded bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.readOnly()
@@ -149,6 +156,34 @@ func (m *entryMap[P, T]) mergeLocked() {
 	m.added = nil
 	m.deleted = 0
 	m.misses = 0
+}
+
+// eachUnmerged calls yield for every entry, as each does, without merging
+// the maps first: for a walk after which lookups do not matter
+// (Client.Close), where a merge would build a map of every entry for
+// nothing. The side map's entries are copied out under the lock.
+func (m *entryMap[P, T]) eachUnmerged(yield func(*entry[P, T]) bool) {
+	r := m.readOnly()
+	var added []*entry[P, T]
+	if r.amended {
+		m.mu.Lock()
+		r = m.readOnly()
+		added = make([]*entry[P, T], 0, len(m.added))
+		for _, e := range m.added {
+			added = append(added, e)
+		}
+		m.mu.Unlock()
+	}
+	for _, e := range r.m {
+		if !e.isGone() && !yield(e) {
+			return
+		}
+	}
+	for _, e := range added {
+		if !e.isGone() && !yield(e) {
+			return
+		}
+	}
 }
 
 // each calls yield for every entry until it returns false. Entries added

@@ -41,6 +41,11 @@ type Query[P comparable, T any] struct {
 	http       bool                // NewQuery: fetches make conditional requests
 	sem        *semaphore.Weighted // MaxConcurrentFetches; nil without
 	clone      func(T) T           // Clone; nil: values are shared with the cache
+	emptySnap  *snapshot[T]        // the state of every new entry
+	// bindMayFail: keyFn can fail (NewQuery refuses empty and dot-segment
+	// path values), so a new entry's p is bound once before it is made.
+	// A function query's binding checks no value, so its keys always bind.
+	bindMayFail bool
 }
 
 func (q *Query[P, T]) stats() QueryStats { return q.Stats() }
@@ -49,7 +54,7 @@ func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *
 	if c == nil {
 		panic("qcache: " + name + ": nil Client")
 	}
-	q := &Query[P, T]{c: c, cfg: defaultQueryConfig(), name: name}
+	q := &Query[P, T]{c: c, cfg: defaultQueryConfig(), name: name, emptySnap: &snapshot[T]{}}
 	q.gc.g = &c.gc
 	for _, o := range c.cfg.queryDefaults {
 		o(&q.cfg)
@@ -91,6 +96,7 @@ func NewQuery[P comparable, T any](c *Client, ep Endpoint, opts ...QueryOption) 
 		return joinKey(prefix, key), err
 	}
 	q.http = true
+	q.bindMayFail = true
 	q.fetchFn = func(ctx context.Context, p P) (T, error) {
 		path, query, _, err := b.Bind(p)
 		if err != nil {
@@ -174,13 +180,14 @@ func joinKey(a, b []string) Key {
 	return append(append(k, a...), b...)
 }
 
-// attempt runs one call of the fetch function, bounded by Timeout, with a
-// panic turned into an error.
-func (q *Query[P, T]) attempt(ctx context.Context, p P) (v T, err error) {
+// attempt runs one call of the fetch function, bounded by Timeout (through
+// a, the attempt's context, unused without one), with a panic turned into
+// an error.
+func (q *Query[P, T]) attempt(ctx context.Context, a *attemptCtx, p P) (v T, err error) {
 	if q.cfg.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, q.cfg.timeout)
-		defer cancel()
+		a.start(ctx, q.c, q.cfg.timeout)
+		ctx = a
+		defer a.end()
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -189,6 +196,10 @@ func (q *Query[P, T]) attempt(ctx context.Context, p P) (v T, err error) {
 		}
 	}()
 	return q.fetchFn(ctx, p)
+}
+
+func (q *Query[P, T]) eachEntryUnmerged(yield func(anyEntry) bool) {
+	q.entries.eachUnmerged(func(e *entry[P, T]) bool { return yield(e) })
 }
 
 func (q *Query[P, T]) eachEntry(yield func(anyEntry) bool) {
@@ -203,25 +214,40 @@ func (q *Query[P, T]) lookup(p P) *entry[P, T] {
 // lockedEntry returns the entry of p, created if needed, locked and not
 // removed.
 func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
+	e, created, err := q.lockedEntryNoGC(p)
+	if created {
+		e.scheduleGCLocked()
+	}
+	return e, err
+}
+
+// lockedEntryNoGC is lockedEntry for a caller that is about to start a
+// fetch, which would take a new entry's gc deadline away at once: it
+// reports whether it created the entry, and leaves a created entry's gc
+// clock to the caller (scheduleGCLocked, when it starts no fetch after
+// all).
+func (q *Query[P, T]) lockedEntryNoGC(p P) (e *entry[P, T], created bool, err error) {
 	c := q.c
 	if p != p {
 		// A NaN in P: no map finds it again, so every call would insert
 		// an entry that could never be deleted.
-		return nil, fmt.Errorf("qcache: %s: %w", q.name, ErrNaNParams)
+		return nil, false, fmt.Errorf("qcache: %s: %w", q.name, ErrNaNParams)
 	}
 	for {
 		if c.closed.Load() {
-			return nil, ErrClosed
+			return nil, false, ErrClosed
 		}
 		e := q.lookup(p)
 		if e == nil {
-			if _, err := q.keyFn(p); err != nil {
-				return nil, fmt.Errorf("qcache: %s: %w", q.name, err)
+			if q.bindMayFail {
+				if _, err := q.keyFn(p); err != nil {
+					return nil, false, fmt.Errorf("qcache: %s: %w", q.name, err)
+				}
 			}
 			ne := newEntry(q, p) // flagNew: no eviction takes it before it is locked below
 			ne.lastUse.Store(c.useClock.Add(1))
 			var loaded bool
-			e, loaded = q.entries.loadOrStore(p, ne)
+			e, loaded = q.entries.storeMissed(p, ne)
 			if !loaded {
 				c.entries.Add(1)
 				q.nEntries.Add(1)
@@ -232,13 +258,12 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 					e.mu.Unlock()
 					continue
 				}
-				e.scheduleGCLocked()
-				return e, nil
+				return e, true, nil
 			}
 		}
 		e.mu.Lock()
 		if !e.isGone() {
-			return e, nil
+			return e, false, nil
 		}
 		e.mu.Unlock()
 	}
@@ -251,7 +276,15 @@ func (q *Query[P, T]) lockedEntry(p P) (*entry[P, T], error) {
 // only when nobody wants it any more). On a failed fetch Get returns the
 // error, even when older data is cached (Peek returns that).
 //
-// A Get of fresh data does not allocate and takes no lock.
+// A Get of fresh data does not allocate and takes no lock. When ctx can
+// never end (its Done is nil, as context.Background's is) and Get starts
+// the fetch itself, the fetch runs on Get's goroutine instead of one of
+// its own: nothing could cut that wait short, and a goroutine would only
+// cost. Every other rule holds as for a fetch on its own goroutine: other
+// callers join it, Cancel, Remove and Client.Close end its function's
+// context and its joiners' waits at once, and Get returns once the
+// function has returned (with context.Canceled or ErrClosed); callbacks
+// (the fetch function, hooks) may call Client.Close.
 func (q *Query[P, T]) Get(ctx context.Context, p P) (T, error) {
 	if e := q.entries.readOnly().m[p]; e != nil {
 		if v, ok := e.hit(); ok && !q.c.closed.Load() {
@@ -265,9 +298,15 @@ func (q *Query[P, T]) Get(ctx context.Context, p P) (T, error) {
 
 func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 	var zero T
-	e, err := q.lockedEntry(p)
+	e, created, err := q.lockedEntryNoGC(p)
 	if err != nil {
 		return zero, err
+	}
+	if created && ctx.Err() != nil {
+		// No fetch will start: the new entry's gc clock does. (A new entry
+		// is neither fresh nor has data or an error, so every other way
+		// below starts one.)
+		e.scheduleGCLocked()
 	}
 	c := q.c
 	if e.freshLocked() {
@@ -297,9 +336,10 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 	}
 	q.count(nMisses)
 	e.lastUse.Store(c.useClock.Add(1))
-	op := e.joinLocked(ctx, wantWait)
+	op := e.joinLocked(ctx, inlineIf(ctx))
+	inline := op.claimInlineLocked()
 	e.mu.Unlock()
-	v, err := e.wait(ctx, op)
+	v, err := e.await(ctx, op, inline)
 	if err != nil && q.cfg.staleIfError > 0 && ctx.Err() == nil && !errors.Is(err, ErrClosed) {
 		if data, ok := e.youngData(q.cfg.staleIfError); ok {
 			return data, nil
@@ -338,7 +378,9 @@ func (e *entry[P, T]) youngData(d time.Duration) (T, bool) {
 // Fetch returns data from a fetch that started after the call: when a fetch
 // is already in flight, Fetch waits for the one follow-up fetch that starts
 // when it settles (shared by every explicit refetch asked meanwhile), so that
-// a request that left before a write never answers for after it.
+// a request that left before a write never answers for after it. Like Get,
+// Fetch runs a fetch that it starts on its own goroutine when ctx can never
+// end.
 func (q *Query[P, T]) Fetch(ctx context.Context, p P) (T, error) {
 	var zero T
 	if ctx.Err() != nil {
@@ -348,10 +390,11 @@ func (q *Query[P, T]) Fetch(ctx context.Context, p P) (T, error) {
 	if err != nil {
 		return zero, err
 	}
-	op := e.refetchLocked(ctx, wantWait)
+	op := e.refetchLocked(ctx, inlineIf(ctx))
 	op.direct = true
+	inline := op.claimInlineLocked()
 	e.mu.Unlock()
-	return q.outErr(e.wait(ctx, op))
+	return q.outErr(e.await(ctx, op, inline))
 }
 
 // Prefetch starts a fetch for p when its data is missing or stale (or joins

@@ -1,0 +1,148 @@
+package qcache
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The contexts of a fetch. A fetch function gets a context that carries
+// the values of the context of the call that started the fetch, ends when
+// the fetch is cancelled (its cause says why: context.Canceled, or
+// ErrClosed), and ends when the attempt's Timeout runs out
+// (context.DeadlineExceeded). Made of context.WithoutCancel,
+// context.WithValue and context.WithTimeout, that costs a miss a dozen
+// allocations and a timer, though most fetch functions return long before
+// their Timeout, many without ever asking for Done. The two types below do
+// the same in the fetch's own memory (fetchOp holds one of each) and arm a
+// timer only for an attempt whose Done is asked for.
+
+// errFetchAborted is what the joiners of a fetch get when the goroutine
+// that ran it on its caller's behalf left it without settling it
+// (runtime.Goexit in the fetch function).
+var errFetchAborted = errors.New("qcache: the fetch's goroutine exited before it settled")
+
+// fetchValues is the parent of a fetch's context: it never ends, and
+// carries the values of from, the context of the call that started the
+// fetch, and the fetch's scope: context.WithoutCancel(from) and a
+// context.WithValue of the scope in one.
+type fetchValues struct {
+	from  context.Context
+	scope *fetchScope
+}
+
+func (v *fetchValues) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (v *fetchValues) Done() <-chan struct{}       { return nil }
+func (v *fetchValues) Err() error                  { return nil }
+func (v *fetchValues) String() string              { return "qcache.fetchValues" }
+
+func (v *fetchValues) Value(key any) any {
+	if _, ok := key.(scopeKey); ok {
+		return v.scope
+	}
+	return v.from.Value(key)
+}
+
+// attemptCtx is the context of one attempt: its parent, the fetch's
+// context, ended as well when the query's Timeout has passed since the
+// attempt started, and once the attempt has returned (context.Canceled, as
+// the cancel of a context.WithTimeout deferred by the attempt would).
+//
+// Err and Deadline need no timer. The first Done (or a context derived
+// from it, or context.AfterFunc, which ask for Done) makes the
+// context.WithDeadline of the parent that the attempt stands for, and from
+// then on everything is that context's: its channel, its error, its cause
+// (context.Cause finds its cancelCtx through Value), and the children
+// derived from it register with it as with any stdlib context, without a
+// goroutine.
+type attemptCtx struct {
+	parent   context.Context
+	c        *Client
+	deadline time.Duration // since the client's epoch
+	ended    atomic.Bool   // the attempt has returned
+
+	mu    sync.Mutex // serializes arm and end
+	armed atomic.Pointer[armedCtx]
+}
+
+type armedCtx struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// start makes a the context of an attempt that starts now under parent,
+// with timeout d.
+func (a *attemptCtx) start(parent context.Context, c *Client, d time.Duration) {
+	a.parent, a.c, a.deadline = parent, c, addSat(c.clock(), d)
+}
+
+// end runs when the attempt has returned: the context ends, and its timer,
+// if armed, stops.
+func (a *attemptCtx) end() {
+	a.mu.Lock()
+	a.ended.Store(true)
+	t := a.armed.Load()
+	a.mu.Unlock()
+	if t != nil {
+		t.cancel()
+	}
+}
+
+// arm returns the stdlib context the attempt stands for, made on first use.
+func (a *attemptCtx) arm() *armedCtx {
+	if t := a.armed.Load(); t != nil {
+		return t
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t := a.armed.Load(); t != nil {
+		return t
+	}
+	ctx, cancel := context.WithDeadline(a.parent, a.c.timeAt(a.deadline))
+	t := &armedCtx{ctx: ctx, cancel: cancel}
+	if a.ended.Load() {
+		cancel()
+	}
+	a.armed.Store(t)
+	return t
+}
+
+func (a *attemptCtx) Deadline() (time.Time, bool) {
+	if t := a.armed.Load(); t != nil {
+		return t.ctx.Deadline()
+	}
+	d := a.c.timeAt(a.deadline)
+	if pd, ok := a.parent.Deadline(); ok && pd.Before(d) {
+		return pd, true
+	}
+	return d, true
+}
+
+func (a *attemptCtx) Done() <-chan struct{} { return a.arm().ctx.Done() }
+
+func (a *attemptCtx) Err() error {
+	if t := a.armed.Load(); t != nil {
+		return t.ctx.Err()
+	}
+	if err := a.parent.Err(); err != nil {
+		return err
+	}
+	if a.ended.Load() {
+		return context.Canceled
+	}
+	if a.c.clock() >= a.deadline {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (a *attemptCtx) Value(key any) any {
+	if t := a.armed.Load(); t != nil {
+		return t.ctx.Value(key)
+	}
+	return a.parent.Value(key)
+}
+
+func (a *attemptCtx) String() string { return "qcache.attemptCtx" }
