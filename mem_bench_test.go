@@ -100,6 +100,7 @@ func BenchmarkMiss(b *testing.B) {
 					b.Fatal(v, err)
 				}
 			}
+			b.StopTimer() // the deferred Close is teardown, which the baseline has none of
 		}
 	}
 	b.Run("qcache", qcacheMiss(ctx))
