@@ -45,8 +45,10 @@ type anyEntry interface {
 // flight, the one follow-up fetch, its observers and its timers. Every state
 // change goes through setLocked, which publishes it and notifies observers.
 type entry[P comparable, T any] struct {
-	q *Query[P, T]
-	p P // the entry's key is derived from it on demand (entryKey): a stored Key cost 56 bytes an entry
+	// The fields an invalidation or a hit reads come first, together (56
+	// bytes: one or two cache lines), so that a prefix invalidation of
+	// thousands of entries misses the cache as few times as it can
+	// (eachLive loads flags and snap, at either end, ahead).
 
 	// Read without the lock, on the hit path.
 	flags atomic.Uint32 // flagFresh, flagGone, flagNew, flagInvalidated and the fresh generation
@@ -54,18 +56,21 @@ type entry[P comparable, T any] struct {
 	// there), guarded by the heap's lock. It sits beside flags so that the
 	// two fill one word.
 	gcQueued int32
-	snap     atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change
-	lastUse  atomic.Uint64               // client.useClock when last used, for LRU eviction
+	mu       sync.Mutex
+	q        *Query[P, T]
+	inflight *fetchOp[T]
+	live     *entryLive[T]               // nil until the entry is observed, refetched explicitly or timed fresh
+	ext      *entryExt                   // the error and HTTP meta; nil until the entry has either
+	snap     atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change; read on the hit path
 
-	mu sync.Mutex
 	// dataVer is advanced whenever Data changes, for Update: only equality
 	// is asked, so it wraps harmlessly. What a fetch in flight must know of
 	// the invalidations, SetData calls and resets that came after it started
 	// is marked on the fetch itself (fetchOp.invalidated, hasSetData, reset).
-	dataVer  uint32
-	inflight *fetchOp[T]
-	live     *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
-	ext      *entryExt     // the error and HTTP meta; nil until the entry has either
+	// Guarded by mu.
+	dataVer uint32
+	p       P             // the entry's key is derived from it on demand (entryKey): a stored Key cost 56 bytes an entry
+	lastUse atomic.Uint64 // client.useClock when last used, for LRU eviction
 	// gcAt is when gc removes the entry, as the gc queue counts; 0 while it
 	// is not due. Written under mu and the query's gc heap lock both.
 	gcAt time.Duration
