@@ -45,27 +45,32 @@ type anyEntry interface {
 // flight, the one follow-up fetch, its observers and its timers. Every state
 // change goes through setLocked, which publishes it and notifies observers.
 type entry[P comparable, T any] struct {
-	q *Query[P, T]
-	p P // the entry's key is derived from it on demand (entryKey): a stored Key cost 56 bytes an entry
+	// The fields an invalidation or a hit reads come first, together (56
+	// bytes: one or two cache lines), so that a prefix invalidation of
+	// thousands of entries misses the cache as few times as it can
+	// (eachLive loads flags and snap, at either end, ahead).
 
 	// Read without the lock, on the hit path.
-	flags atomic.Uint32 // flagFresh and flagGone
+	flags atomic.Uint32 // flagFresh, flagGone, flagNew, flagInvalidated and the fresh generation
 	// gcQueued is the entry's place in its query's gc heap plus one (0: not
 	// there), guarded by the heap's lock. It sits beside flags so that the
 	// two fill one word.
 	gcQueued int32
-	snap     atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change
-	lastUse  atomic.Uint64               // client.useClock when last used, for LRU eviction
+	mu       sync.Mutex
+	q        *Query[P, T]
+	inflight *fetchOp[T]
+	live     *entryLive[T]               // nil until the entry is observed, refetched explicitly or timed fresh
+	ext      *entryExt                   // the error and HTTP meta; nil until the entry has either
+	snap     atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change; read on the hit path
 
-	mu sync.Mutex
 	// dataVer is advanced whenever Data changes, for Update: only equality
 	// is asked, so it wraps harmlessly. What a fetch in flight must know of
 	// the invalidations, SetData calls and resets that came after it started
 	// is marked on the fetch itself (fetchOp.invalidated, hasSetData, reset).
-	dataVer  uint32
-	inflight *fetchOp[T]
-	live     *entryLive[T] // nil until the entry is observed, refetched explicitly or timed fresh
-	ext      *entryExt     // the error and HTTP meta; nil until the entry has either
+	// Guarded by mu.
+	dataVer uint32
+	p       P             // the entry's key is derived from it on demand (entryKey): a stored Key cost 56 bytes an entry
+	lastUse atomic.Uint64 // client.useClock when last used, for LRU eviction
 	// gcAt is when gc removes the entry, as the gc queue counts; 0 while it
 	// is not due. Written under mu and the query's gc heap lock both.
 	gcAt time.Duration
@@ -76,14 +81,23 @@ const (
 	flagFresh uint32 = 1 << iota // data present, not invalidated, younger than StaleTime
 	flagGone                     // removed (set under mu, never cleared): lookups skip it
 	flagNew                      // inserted, not yet locked by its inserter: never evicted
+	// flagInvalidated is State.IsInvalidated, kept here rather than in the
+	// snapshot so that invalidating an entry publishes no snapshot: it
+	// changes under mu only, and only while flagFresh is clear
+	// (invalidated data is stale), so a hit never sees it set.
+	flagInvalidated
 
 	// The bits above these count the turns to fresh, so that the hit path
 	// can tell that the data it loaded was fresh all along (see hit).
-	freshGenOne uint32 = 1 << 3
+	freshGenOne uint32 = 1 << 4
 )
 
 func (e *entry[P, T]) isFresh() bool { return e.flags.Load()&flagFresh != 0 }
 func (e *entry[P, T]) isGone() bool  { return e.flags.Load()&flagGone != 0 }
+
+// invalidatedLocked reports whether the entry is invalidated; e.mu is
+// held.
+func (e *entry[P, T]) invalidatedLocked() bool { return e.flags.Load()&flagInvalidated != 0 }
 
 // hit returns the entry's data when it is fresh and not removed, without a
 // lock: the hit path. It loads the flags, the snapshot, and the flags
@@ -92,7 +106,9 @@ func (e *entry[P, T]) isGone() bool  { return e.flags.Load()&flagGone != 0 }
 // flag and advances the generation; so equal flags, fresh, around the load
 // mean that the snapshot loaded was the fresh one (a Remove that reset the
 // entry and a refetch that made it fresh again in between change the
-// generation).
+// generation). flagInvalidated, which changes with no snapshot, is never
+// set while the entry is fresh; a change of it between the loads only
+// makes the hit take the slow path.
 func (e *entry[P, T]) hit() (T, bool) {
 	f := e.flags.Load()
 	if f&(flagFresh|flagGone) == flagFresh {
@@ -107,6 +123,18 @@ func (e *entry[P, T]) hit() (T, bool) {
 
 // markGone sets flagGone and reports whether it was not set before.
 func (e *entry[P, T]) markGone() bool { return e.flags.Or(flagGone)&flagGone == 0 }
+
+// swapFlags sets the bits set and clears the bits clear of the flags in
+// one atomic step, or none when they are so already.
+func (e *entry[P, T]) swapFlags(set, clear uint32) {
+	for {
+		f := e.flags.Load()
+		n := f&^clear | set
+		if n == f || e.flags.CompareAndSwap(f, n) {
+			return
+		}
+	}
+}
 
 func (e *entry[P, T]) setFresh(fresh bool) {
 	if fresh {
@@ -251,24 +279,39 @@ func (op *fetchOp[T]) add(w want) {
 	}
 }
 
-// freshness actions for setLocked.
+// Freshness actions for setLocked: what a change does to the two parts of
+// the state kept in the entry's flags, fresh and invalidated.
 const (
-	keepFresh = iota
-	makeFresh
-	makeStale
+	keepFresh       = iota // neither changes
+	makeFresh              // data landed: not invalidated, fresh for StaleTime
+	makeInvalidated        // stale and invalidated (the data is kept)
+	makeStale              // stale and not invalidated: a reset, which drops the data
 )
 
-// setLocked is the one place that changes the state: it applies mut,
-// publishes the result for lock-free readers, updates freshness and tells
-// the observers.
+// setLocked is the one place that changes the state: it applies mut to a
+// copy of the snapshot and publishes it for lock-free readers (no copy
+// when mut is nil: a change of the flags only, such as an invalidation),
+// updates freshness and invalidation, and tells the observers.
 func (e *entry[P, T]) setLocked(mut func(*snapshot[T]), fresh int) {
-	if fresh == makeStale {
-		e.markStaleLocked()
+	wasInvalidated := e.invalidatedLocked()
+	switch fresh {
+	case makeInvalidated:
+		e.stopStaleTimerLocked()
+		e.swapFlags(flagInvalidated, flagFresh) // in one step: invalidated data is never fresh
+	case makeStale:
+		e.stopStaleTimerLocked()
+		e.swapFlags(0, flagFresh|flagInvalidated)
+	case makeFresh:
+		e.swapFlags(0, flagInvalidated) // markFreshLocked, below, sets flagFresh
 	}
 	old, ver, failed := e.snap.Load(), e.dataVer, e.failedLocked()
-	n := *old
-	mut(&n)
-	e.snap.Store(&n)
+	n := old
+	if mut != nil {
+		c := *old
+		mut(&c)
+		n = &c
+		e.snap.Store(n)
+	}
 	if fresh == makeFresh {
 		e.markFreshLocked()
 	}
@@ -276,7 +319,7 @@ func (e *entry[P, T]) setLocked(mut func(*snapshot[T]), fresh int) {
 		e.live.lastChange = time.Now()
 	}
 	if w := e.q.c.insp.watch.Load(); w != nil { // an inspector is open, or WithHistory (introspect.go)
-		e.noteChange(w, old, &n, e.dataVer != ver, failed)
+		e.noteChange(w, old, n, wasInvalidated, e.dataVer != ver, failed)
 	}
 	if h := e.q.c.stateHook; h != nil {
 		h(e.entryKey(), e.stateLocked())
@@ -290,7 +333,7 @@ func (e *entry[P, T]) setDataLocked(v T) {
 		op.setData, op.hasSetData = v, true
 	}
 	now := e.q.c.clock()
-	e.setLocked(func(s *snapshot[T]) { e.dataVer++; e.succeedLocked(s, v, nil, now, false) }, makeFresh)
+	e.setLocked(func(s *snapshot[T]) { e.dataVer++; e.succeedLocked(s, v, nil, now) }, makeFresh)
 }
 
 // restoreJSON decodes data into T, validates it as a fetched body is, and
@@ -330,9 +373,9 @@ func (e *entry[P, T]) restoreLocked(v T, updatedAt time.Time, invalidated bool) 
 	}
 	fresh := makeFresh
 	if invalidated {
-		fresh = makeStale
+		fresh = makeInvalidated
 	}
-	e.setLocked(func(s *snapshot[T]) { e.dataVer++; e.succeedLocked(s, v, nil, at, invalidated) }, fresh)
+	e.setLocked(func(s *snapshot[T]) { e.dataVer++; e.succeedLocked(s, v, nil, at) }, fresh)
 	return true
 }
 
@@ -351,6 +394,7 @@ func decodeValue[T any](data []byte) (T, error) {
 // stateLocked returns the state with IsStale filled in.
 func (e *entry[P, T]) stateLocked() State[T] {
 	s := e.snap.Load().state(e.q.c, e.ext)
+	s.IsInvalidated = e.invalidatedLocked()
 	s.IsStale = !e.freshLocked()
 	return s
 }
@@ -796,8 +840,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 			s.status = uint8(StatusError)
 			e.setExtLocked(&failure{err: op.err, at: now}, e.metaLocked())
 			s.failureCount = failures
-			s.invalidated = true
-		}, makeStale)
+		}, makeInvalidated)
 	default:
 		sc := &op.scope
 		changed := false
@@ -820,17 +863,16 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		} else {
 			op.dataAt = e.q.c.timeAt(now) // what the shared tier is told (shared.go)
 		}
-		invalidated := op.invalidated
 		fresh := makeFresh
-		if invalidated {
-			fresh = makeStale
+		if op.invalidated {
+			fresh = makeInvalidated
 		}
 		e.setLocked(func(s *snapshot[T]) {
 			if changed {
 				e.dataVer++ // in the change, so that setLocked sees it (introspect.go)
 			}
 			s.fetchStatus = uint8(FetchIdle)
-			e.succeedLocked(s, data, meta, now, invalidated)
+			e.succeedLocked(s, data, meta, now)
 		}, fresh)
 	}
 	op.closeDoneLocked()
@@ -1040,12 +1082,12 @@ func (e *entry[P, T]) invalidate(ctx context.Context, rt RefetchType, w want) fu
 	if op := e.inflight; op != nil {
 		op.invalidated = true
 	}
-	e.setLocked(func(s *snapshot[T]) {
-		s.invalidated = true
-		if f := e.failedLocked(); f != nil && f.err != nil && !f.invalidated {
-			e.ext.failed = &failure{err: f.err, at: f.at, invalidated: true} // CacheErrors serves it no more
-		}
-	}, makeStale)
+	if f := e.failedLocked(); f != nil && f.err != nil && !f.invalidated {
+		e.ext.failed = &failure{err: f.err, at: f.at, invalidated: true} // CacheErrors serves it no more
+	}
+	// Only flags change: no snapshot is made, so an entry that nobody
+	// observes is invalidated without an allocation.
+	e.setLocked(nil, makeInvalidated)
 	active := e.hasEnabledObserverLocked()
 	var refetch bool
 	switch rt {

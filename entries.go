@@ -156,7 +156,7 @@ func (e *entry[P, T]) info() EntryInfo {
 		FetchStatus:   FetchStatus(s.fetchStatus),
 		HasData:       s.hasData,
 		IsStale:       !e.freshLocked(),
-		IsInvalidated: s.invalidated,
+		IsInvalidated: e.invalidatedLocked(),
 		DataUpdatedAt: s.updatedAt(e.q.c),
 		Observers:     len(e.observersLocked()),
 	}

@@ -173,11 +173,15 @@ func (q *Query[P, T]) dehydrate(sw *snapshotWriter, f Filter) error {
 		if !f.Match(key) || (f.onState() && !f.matchState(e.info())) {
 			return true
 		}
-		s := e.snap.Load() // published whole: one consistent state
+		// The snapshot and the invalidated flag, read under the lock: one
+		// consistent state (an invalidation changes the flag only).
+		e.mu.Lock()
+		s, invalidated := e.snap.Load(), e.invalidatedLocked()
+		e.mu.Unlock()
 		if !s.hasData {
 			return true
 		}
-		l := snapshotLine{Query: q.name, Key: key, UpdatedAt: s.updatedAt(q.c).UTC(), Invalidated: s.invalidated}
+		l := snapshotLine{Query: q.name, Key: key, UpdatedAt: s.updatedAt(q.c).UTC(), Invalidated: invalidated}
 		params, perr := sw.encodeValue(e.p)
 		if perr != nil {
 			sw.skip(fmt.Errorf("%s %s: encode params %T: %w", q.name, e.keyText(), e.p, perr))

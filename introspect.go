@@ -110,8 +110,9 @@ func (c *Client) initInspect() {
 // dataChanged says whether the change replaced the data (setLocked tells
 // it from the entry's data version: a SetData at the same instant as the
 // data before it has the same time, as in virtual time); failed is the
-// entry's failure box before the change.
-func (e *entry[P, T]) noteChange(w *watchState, old, n *snapshot[T], dataChanged bool, failed *failure) {
+// entry's failure box before the change, and wasInvalidated whether the
+// entry was invalidated before it (n is old when only flags changed).
+func (e *entry[P, T]) noteChange(w *watchState, old, n *snapshot[T], wasInvalidated, dataChanged bool, failed *failure) {
 	w.changes.Add(1)
 	var h *history
 	if v, ok := w.hist.Load(anyEntry(e)); ok {
@@ -122,7 +123,7 @@ func (e *entry[P, T]) noteChange(w *watchState, old, n *snapshot[T], dataChanged
 	}
 	dataChanged = dataChanged || n.dataUpdatedAt != old.dataUpdatedAt
 	now := e.failedLocked()
-	r := record{at: time.Now(), kind: kindOf(old, n, failed, now, dataChanged), status: n.status, fetch: n.fetchStatus, failures: n.failureCount}
+	r := record{at: time.Now(), kind: kindOf(old, n, wasInvalidated, e.invalidatedLocked(), failed, now, dataChanged), status: n.status, fetch: n.fetchStatus, failures: n.failureCount}
 	if now != nil {
 		r.err = now.err
 	}
@@ -140,9 +141,9 @@ func (e *entry[P, T]) noteRemoved(w *watchState) {
 	w.hist.Delete(anyEntry(e))
 }
 
-// kindOf names the change from old to n; dataChanged says whether the
-// data did.
-func kindOf[T any](old, n *snapshot[T], oldFailed, failed *failure, dataChanged bool) changeKind {
+// kindOf names the change from old to n, invalidated before (wasInv) or
+// not and after (inv) or not; dataChanged says whether the data did.
+func kindOf[T any](old, n *snapshot[T], wasInv, inv bool, oldFailed, failed *failure, dataChanged bool) changeKind {
 	idle := uint8(FetchIdle)
 	switch {
 	case old.fetchStatus == idle && n.fetchStatus != idle:
@@ -161,7 +162,7 @@ func kindOf[T any](old, n *snapshot[T], oldFailed, failed *failure, dataChanged 
 		return changeReset
 	case n.hasData && dataChanged:
 		return changeDataSet
-	case n.invalidated && !old.invalidated:
+	case inv && !wasInv:
 		return changeInvalidated
 	case n.failureCount > old.failureCount:
 		return changeRetry
@@ -265,7 +266,7 @@ func (e *entry[P, T]) InspectRow() introspect.Row {
 		FetchStatus:   FetchStatus(s.fetchStatus).String(),
 		HasData:       s.hasData,
 		Stale:         !e.freshLocked(),
-		Invalidated:   s.invalidated,
+		Invalidated:   e.invalidatedLocked(),
 		Observers:     len(e.observersLocked()),
 		DataUpdatedAt: s.updatedAt(e.q.c),
 		FailureCount:  int(s.failureCount),

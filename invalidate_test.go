@@ -221,18 +221,21 @@ func TestClientRefetchAndRemove(t *testing.T) {
 }
 
 // BenchmarkInvalidatePrefix invalidates a prefix matching 1% of 100,000
-// entries spread over 100 queries, without refetching.
+// entries spread over 100 queries, without refetching. The entries an op
+// invalidated are made fresh again (SetData) with the timer stopped, so
+// that every op invalidates fresh entries.
 func BenchmarkInvalidatePrefix(b *testing.B) {
 	c := NewClient()
 	defer c.Close()
 	fetch := func(ctx context.Context, p int) (int, error) { return p, nil }
-	for i := range 100 {
-		q := NewQueryFunc(c, Key{"q" + strconv.Itoa(i)}, fetch, StaleTime(Forever))
+	qs := make([]*Query[int, int], 100)
+	for i := range qs {
+		qs[i] = NewQueryFunc(c, Key{"q" + strconv.Itoa(i)}, fetch, StaleTime(Forever), GCTime(Forever))
 		for j := range 1000 {
-			q.SetData(j, j)
+			qs[i].SetData(j, j)
 		}
 	}
-	run := func(f Filter) func(b *testing.B) {
+	run := func(f Filter, restore func()) func(b *testing.B) {
 		return func(b *testing.B) {
 			if n := len(c.Keys(f)); n != 1000 {
 				b.Fatalf("filter matches %d entries, want 1000", n)
@@ -242,16 +245,29 @@ func BenchmarkInvalidatePrefix(b *testing.B) {
 				if err := c.Invalidate(context.Background(), f); err != nil {
 					b.Fatal(err)
 				}
+				b.StopTimer()
+				restore()
+				b.StartTimer()
 			}
 		}
 	}
 	// A prefix: queries whose keys cannot match are skipped whole.
-	b.Run("prefix", run(Filter{Key: Key{"q42"}, Refetch: RefetchNone}))
+	b.Run("prefix", run(Filter{Key: Key{"q42"}, Refetch: RefetchNone}, func() {
+		for j := range 1000 {
+			qs[42].SetData(j, j)
+		}
+	}))
 	// A predicate: every entry of every query is looked at.
 	b.Run("scan", run(Filter{Refetch: RefetchNone, Predicate: func(k Key) bool {
 		n, _ := strconv.Atoi(k[1])
 		return n%100 == 7
-	}}))
+	}}, func() {
+		for _, q := range qs {
+			for j := 7; j < 1000; j += 100 {
+				q.SetData(j, j)
+			}
+		}
+	}))
 }
 
 func TestInvalidateEverySurvivesAPanickingPredicate(t *testing.T) {

@@ -85,8 +85,9 @@ func (s State[T]) IsRefetching() bool { return s.FetchStatus == Fetching && s.St
 // error, its time and an HTTP answer's validators kept apart in the
 // entry's entryExt, which only entries that ever failed or came from HTTP
 // have. For a string T it takes a 32-byte allocation instead of State's
-// 128; one is kept per entry. IsStale is not kept: it comes from the
-// entry's fresh flag.
+// 128; one is kept per entry. IsStale and IsInvalidated are not kept: they
+// come from the entry's flags (flagFresh, flagInvalidated), so that an
+// invalidation makes no snapshot.
 type snapshot[T any] struct {
 	data T
 	// dataUpdatedAt is when the data landed, as an offset from the client's
@@ -97,7 +98,6 @@ type snapshot[T any] struct {
 	status        uint8 // a Status
 	fetchStatus   uint8 // a FetchStatus
 	hasData       bool
-	invalidated   bool
 }
 
 // failure is the error part of a snapshot. It is never changed once made,
@@ -117,7 +117,6 @@ func (n *snapshot[T]) state(c *Client, x *entryExt) State[T] {
 		Status:        Status(n.status),
 		FetchStatus:   FetchStatus(n.fetchStatus),
 		FailureCount:  int(n.failureCount),
-		IsInvalidated: n.invalidated,
 		DataUpdatedAt: n.updatedAt(c),
 	}
 	if x != nil && x.failed != nil {
@@ -126,13 +125,13 @@ func (n *snapshot[T]) state(c *Client, x *entryExt) State[T] {
 	return s
 }
 
-// succeed records data that landed at now, from a fetch or SetData.
-func (n *snapshot[T]) succeed(data T, now time.Duration, invalidated bool) {
+// succeed records data that landed at now, from a fetch or SetData. Whether
+// it lands invalidated is the freshness action's (setLocked).
+func (n *snapshot[T]) succeed(data T, now time.Duration) {
 	n.data, n.hasData = data, true
 	n.dataUpdatedAt = now
 	n.status = uint8(StatusSuccess)
 	n.failureCount = 0
-	n.invalidated = invalidated
 }
 
 // entryExt is the part of an entry's state that most entries never have:
@@ -175,8 +174,8 @@ func (e *entry[P, T]) setExtLocked(failed *failure, meta *httpMeta) {
 // succeedLocked records data that landed at now in s, the next snapshot,
 // with the HTTP answer's meta (nil for any other source): the error goes,
 // its time stays.
-func (e *entry[P, T]) succeedLocked(s *snapshot[T], data T, meta *httpMeta, now time.Duration, invalidated bool) {
-	s.succeed(data, now, invalidated)
+func (e *entry[P, T]) succeedLocked(s *snapshot[T], data T, meta *httpMeta, now time.Duration) {
+	s.succeed(data, now)
 	f := e.failedLocked()
 	if f != nil && f.err != nil {
 		f = &failure{at: f.at}
