@@ -90,8 +90,9 @@ type obsSource[T any] interface {
 }
 
 // Use starts an observer of p's entry. It fetches per RefetchOnMount
-// (default: when the data is stale), shows cached data at once meanwhile,
-// and then keeps the data fresh as opts say. Changes delivers the current
+// (default: when the data is stale; that fetch has started when Use
+// returns), shows cached data at once meanwhile, and then keeps the data
+// fresh as opts say. Changes delivers the current
 // state at once, then after every change (NotifyOn narrows that). The
 // observer ends, and its goroutine with it, on Close, when ctx ends, or on
 // Client.Close.
@@ -145,10 +146,17 @@ func use[P comparable, T, D any](q *Query[P, T], ctx context.Context, p P, sel f
 	e.mu.Unlock()
 	e.observerEvent(true)
 	o.wg.Add(1)
+	o.stepMu.Lock() // the goroutine's steps and its end wait for the mount
 	if !o.start() {
+		o.stepMu.Unlock()
 		o.cleanup()
 		o.wg.Done()
+		return o
 	}
+	if ctx.Err() == nil { // an ended context starts no fetch
+		o.mountLocked()
+	}
+	o.stepMu.Unlock()
 	return o
 }
 
@@ -364,8 +372,9 @@ type poller struct {
 // interval function), so a slow fetch never stacks ticks and observers of
 // one entry share one fetch per interval.
 //
-// The goroutine itself only waits: each step (mount, events, re-arming the
-// timer) runs on a short-lived goroutine while it waits for the result.
+// The goroutine itself only waits: the mount runs on Use's caller (see
+// mountLocked), and each later step (events, re-arming the timer) on a
+// short-lived goroutine while it waits for the result.
 // Starting a fetch takes a deep stack, and a stack that grew once stays
 // grown (the runtime shrinks only stacks that are mostly unused), so this
 // keeps an idle observer at the minimum stack size. Ticks do not wake it:
@@ -379,9 +388,6 @@ func (o *Observer[T]) run() {
 	defer o.cleanup()
 	if o.ctx.Err() != nil {
 		return // an ended context starts no fetch
-	}
-	if !o.step(evRemount) { // the mount fetch
-		return
 	}
 	done := o.ctx.Done()
 	for {
@@ -420,6 +426,29 @@ func (o *Observer[T]) step(ev uint32) bool {
 	}
 	o.events.And(^uint32(evStepped))
 	return o.stepOK
+}
+
+// mountLocked is the mount's step (the fetch per RefetchOnMount, and the
+// first arming of the timer). Use runs it on its caller's goroutine, as Get
+// starts its fetch, holding stepMu from before the observer's goroutine
+// starts, so that the goroutine's first step and its end come after it.
+// Starting the mount on a goroutine of its own would leave one more
+// goroutine record per observer for good (the runtime keeps the records of
+// every goroutine that was alive at one time, and thousands of observers
+// start together); on the observer's goroutine it would grow its stack.
+// A RefetchIntervalFunc is user code that may wait for Use to return:
+// with one, the timer is armed by the goroutine's first step, as after
+// every change.
+func (o *Observer[T]) mountLocked() {
+	o.handle(evRemount)
+	o.mu.Lock()
+	asks := o.interval != nil
+	o.mu.Unlock()
+	if asks {
+		o.signal(evChange)
+		return
+	}
+	o.arm()
 }
 
 // tick is the interval timer's function. It runs the tick's step on the
