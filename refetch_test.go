@@ -379,6 +379,61 @@ func TestPanickingIntervalFunctionStopsPolling(t *testing.T) {
 	})
 }
 
+func TestChangesMadeLateHoldTheStateAsItIs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(time.Second))
+		_, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "a")
+		time.Sleep(time.Second)
+		synctest.Wait()
+		q.SetData("a", "pushed")
+		ch := o.Changes() // first called after several changes
+		assert.Equal(t, ch, o.Changes(), "one channel")
+		s := <-ch
+		assert.Equal(t, "pushed", s.Data)
+		assert.Equal(t, o.State(), s, "the state as it is, which is the last one delivered")
+		q.SetData("a", "again")
+		s = <-ch
+		assert.Equal(t, "again", s.Data)
+		o.Close()
+		_, ok := <-ch
+		assert.False(t, ok, "closed when the observer ends")
+
+		// First called after the end: the last state the observer saw,
+		// then closed; later changes of the entry are not the observer's.
+		o = q.Use(context.Background(), "b")
+		time.Sleep(time.Second)
+		synctest.Wait()
+		o.Close()
+		q.SetData("b", "after the end")
+		s, ok = <-o.Changes()
+		require.True(t, ok)
+		assert.Equal(t, value(2, "b"), s.Data)
+		_, ok = <-o.Changes()
+		assert.False(t, ok)
+	})
+}
+
+func TestChangesKeepTheLastDeliveryWhenNotifyOnNarrows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(time.Second))
+		_, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "a")
+		time.Sleep(time.Second)
+		synctest.Wait()
+		o.SetOptions(NotifyOn(DataChanged))
+		_, err := o.Refetch(context.Background()) // new data: delivered
+		require.NoError(t, err)
+		go func() { _, _ = o.Refetch(context.Background()) }()
+		synctest.Wait() // fetching: not delivered
+		require.True(t, o.State().IsFetching())
+		s := <-o.Changes()
+		assert.Equal(t, value(2, "a"), s.Data)
+		assert.Equal(t, FetchIdle, s.FetchStatus, "the last state delivered, not the current one")
+		o.Close()
+	})
+}
+
 func TestUseStartsTheMountFetchBeforeItReturns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newSource(slowValue(time.Second))
