@@ -18,18 +18,28 @@ type Observer[T any] struct {
 	ctx   context.Context
 	fixed *State[T] // the state of an observer that could not start
 
-	// mu guards cfg, interval, notify, eq, ch sends and chClosed, and the
-	// view its source keeps (the selected value, the placeholder).
+	// mu guards cfg, interval, notify, eq, ch and chClosed, and the view
+	// its source keeps (the selected value, the placeholder).
 	mu       sync.Mutex
 	cfg      useConfig
 	interval func() time.Duration // asks the RefetchIntervalFunc with the entry's state
 	eq       func(a, b T) bool    // equality of data for DataChanged; nil: every new value is a change
 	out      func(T) T            // the query's Clone, for Use's observers; nil: none
-	ch       chan State[T]
+	// ch is Changes's channel. An observer woken by every change
+	// (AnyChange) makes it on the first call of Changes, with the state as
+	// it then is, which is the last one it would have delivered: most
+	// observers are never read through it (State, or a service that only
+	// keeps data fresh), and an idle channel costs more than the rest of
+	// the observer's record. One that NotifyOn narrows has it from the
+	// start, as the last state delivered may not be the current one.
+	ch chan State[T]
 
 	// The goroutine sleeps on wake; what woke it is in events, the end of
 	// its step included (evStepped, with the result in stepOK). One
-	// channel and a timer without one keep an idle observer small.
+	// channel and a timer without one keep an idle observer small. (A
+	// semaphore on a mutex would be 100 bytes smaller, but a goroutine
+	// blocked on a mutex is not durably blocked: it would stop the clock
+	// of every testing/synctest bubble that holds an observer.)
 	wake   chan struct{}
 	events atomic.Uint32
 
@@ -69,6 +79,9 @@ const (
 type obsSource[T any] interface {
 	// view returns the observer's state now.
 	view() State[T]
+	// withView calls f with the observer's state now, while no delivery
+	// can run (the entry and the observer's mu are locked).
+	withView(f func(v *State[T]))
 	// lastChange returns when the entry's state last changed, from which
 	// intervals count.
 	lastChange() time.Time
@@ -90,8 +103,9 @@ type obsSource[T any] interface {
 }
 
 // Use starts an observer of p's entry. It fetches per RefetchOnMount
-// (default: when the data is stale), shows cached data at once meanwhile,
-// and then keeps the data fresh as opts say. Changes delivers the current
+// (default: when the data is stale; that fetch has started when Use
+// returns), shows cached data at once meanwhile, and then keeps the data
+// fresh as opts say. Changes delivers the current
 // state at once, then after every change (NotifyOn narrows that). The
 // observer ends, and its goroutine with it, on Close, when ctx ends, or on
 // Client.Close.
@@ -118,7 +132,6 @@ func use[P comparable, T, D any](q *Query[P, T], ctx context.Context, p P, sel f
 	}
 	o := &Observer[D]{
 		c: q.c, ctx: ctx,
-		ch:       make(chan State[D], 1),
 		wake:     make(chan struct{}, 1),
 		defaults: defaults,
 		out:      out,
@@ -130,6 +143,9 @@ func use[P comparable, T, D any](q *Query[P, T], ctx context.Context, p P, sel f
 	}
 	o.src = l
 	o.setConfig(cfg)
+	if o.notify&AnyChange == 0 {
+		o.ch = make(chan State[D], 1)
+	}
 	e, err := q.lockedEntry(p)
 	if err != nil {
 		o.endEarly(State[D]{Status: StatusError, Err: err, IsStale: true})
@@ -145,10 +161,17 @@ func use[P comparable, T, D any](q *Query[P, T], ctx context.Context, p P, sel f
 	e.mu.Unlock()
 	e.observerEvent(true)
 	o.wg.Add(1)
+	o.stepMu.Lock() // the goroutine's steps and its end wait for the mount
 	if !o.start() {
+		o.stepMu.Unlock()
 		o.cleanup()
 		o.wg.Done()
+		return o
 	}
+	if ctx.Err() == nil { // an ended context starts no fetch
+		o.mountLocked()
+	}
+	o.stepMu.Unlock()
 	return o
 }
 
@@ -173,6 +196,9 @@ func (o *Observer[T]) main() {
 
 func (o *Observer[T]) endEarly(s State[T]) {
 	o.fixed = &s
+	if o.ch == nil {
+		o.ch = make(chan State[T], 1)
+	}
 	o.ch <- s
 	close(o.ch)
 	o.chClosed = true
@@ -227,7 +253,35 @@ func (o *Observer[T]) State() State[T] {
 // selected value for UseSelect): a slow reader misses intermediate states
 // but never blocks the cache. It holds the current state as soon as Use
 // returns, and is closed when the observer ends.
-func (o *Observer[T]) Changes() <-chan State[T] { return o.ch }
+func (o *Observer[T]) Changes() <-chan State[T] {
+	o.mu.Lock()
+	ch := o.ch
+	o.mu.Unlock()
+	if ch == nil {
+		ch = o.makeChanges()
+	}
+	return ch
+}
+
+// makeChanges makes the channel of an observer woken by every change, on
+// the first call of Changes (or at the end, or when NotifyOn narrows): it
+// holds the current state, which is the last one delivered. The view and
+// the channel are made while no delivery can run, so none is lost between
+// them.
+func (o *Observer[T]) makeChanges() chan State[T] {
+	var ch chan State[T]
+	o.src.withView(func(v *State[T]) {
+		if o.ch == nil {
+			o.ch = make(chan State[T], 1)
+			o.ch <- *v
+			if o.chClosed {
+				close(o.ch)
+			}
+		}
+		ch = o.ch
+	})
+	return ch
+}
 
 // Refetch fetches now, even when the observer is disabled, and returns the
 // state after the fetch. It is an explicit refetch: when a fetch is in
@@ -255,6 +309,11 @@ func (o *Observer[T]) SetOptions(opts ...UseOption) {
 	wasOn := cfg.enabled
 	for _, opt := range opts {
 		opt(&cfg)
+	}
+	if n := cfg.notify; n != 0 && n&AnyChange == 0 {
+		// Narrower from now on: the channel holds what was delivered so
+		// far, while every change still is.
+		o.Changes()
 	}
 	o.setConfig(cfg)
 	ev := uint32(evChange)
@@ -305,7 +364,7 @@ func (o *Observer[T]) deliverLocked(s *State[T], gen uint64, last *notifyMark, c
 		send = send || last.differs(m, o.notify)
 		*last = m
 	}
-	if send && !o.chClosed {
+	if send && o.ch != nil && !o.chClosed {
 		select {
 		case <-o.ch:
 		default:
@@ -364,8 +423,9 @@ type poller struct {
 // interval function), so a slow fetch never stacks ticks and observers of
 // one entry share one fetch per interval.
 //
-// The goroutine itself only waits: each step (mount, events, re-arming the
-// timer) runs on a short-lived goroutine while it waits for the result.
+// The goroutine itself only waits: the mount runs on Use's caller (see
+// mountLocked), and each later step (events, re-arming the timer) on a
+// short-lived goroutine while it waits for the result.
 // Starting a fetch takes a deep stack, and a stack that grew once stays
 // grown (the runtime shrinks only stacks that are mostly unused), so this
 // keeps an idle observer at the minimum stack size. Ticks do not wake it:
@@ -379,9 +439,6 @@ func (o *Observer[T]) run() {
 	defer o.cleanup()
 	if o.ctx.Err() != nil {
 		return // an ended context starts no fetch
-	}
-	if !o.step(evRemount) { // the mount fetch
-		return
 	}
 	done := o.ctx.Done()
 	for {
@@ -420,6 +477,29 @@ func (o *Observer[T]) step(ev uint32) bool {
 	}
 	o.events.And(^uint32(evStepped))
 	return o.stepOK
+}
+
+// mountLocked is the mount's step (the fetch per RefetchOnMount, and the
+// first arming of the timer). Use runs it on its caller's goroutine, as Get
+// starts its fetch, holding stepMu from before the observer's goroutine
+// starts, so that the goroutine's first step and its end come after it.
+// Starting the mount on a goroutine of its own would leave one more
+// goroutine record per observer for good (the runtime keeps the records of
+// every goroutine that was alive at one time, and thousands of observers
+// start together); on the observer's goroutine it would grow its stack.
+// A RefetchIntervalFunc is user code that may wait for Use to return:
+// with one, the timer is armed by the goroutine's first step, as after
+// every change.
+func (o *Observer[T]) mountLocked() {
+	o.handle(evRemount)
+	o.mu.Lock()
+	asks := o.interval != nil
+	o.mu.Unlock()
+	if asks {
+		o.signal(evChange)
+		return
+	}
+	o.arm()
 }
 
 // tick is the interval timer's function. It runs the tick's step on the
@@ -567,6 +647,7 @@ func (o *Observer[T]) cleanup() {
 		o.timer.Stop()
 	}
 	o.stepMu.Unlock()
+	o.Changes() // made before the detach, it holds the last state the observer saw
 	o.src.detach()
 	o.mu.Lock() // a deliver before the detach may have re-armed the timer
 	if o.timer != nil {

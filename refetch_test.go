@@ -2,6 +2,7 @@ package qcache
 
 import (
 	"context"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -376,4 +377,103 @@ func TestPanickingIntervalFunctionStopsPolling(t *testing.T) {
 		require.NoError(t, err, "the observer lives on")
 		assert.Equal(t, "v3:a", s.Data)
 	})
+}
+
+func TestChangesMadeLateHoldTheStateAsItIs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(time.Second))
+		_, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "a")
+		time.Sleep(time.Second)
+		synctest.Wait()
+		q.SetData("a", "pushed")
+		ch := o.Changes() // first called after several changes
+		assert.Equal(t, ch, o.Changes(), "one channel")
+		s := <-ch
+		assert.Equal(t, "pushed", s.Data)
+		assert.Equal(t, o.State(), s, "the state as it is, which is the last one delivered")
+		q.SetData("a", "again")
+		s = <-ch
+		assert.Equal(t, "again", s.Data)
+		o.Close()
+		_, ok := <-ch
+		assert.False(t, ok, "closed when the observer ends")
+
+		// First called after the end: the last state the observer saw,
+		// then closed; later changes of the entry are not the observer's.
+		o = q.Use(context.Background(), "b")
+		time.Sleep(time.Second)
+		synctest.Wait()
+		o.Close()
+		q.SetData("b", "after the end")
+		s, ok = <-o.Changes()
+		require.True(t, ok)
+		assert.Equal(t, value(2, "b"), s.Data)
+		_, ok = <-o.Changes()
+		assert.False(t, ok)
+	})
+}
+
+func TestChangesKeepTheLastDeliveryWhenNotifyOnNarrows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(time.Second))
+		_, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "a")
+		time.Sleep(time.Second)
+		synctest.Wait()
+		o.SetOptions(NotifyOn(DataChanged))
+		_, err := o.Refetch(context.Background()) // new data: delivered
+		require.NoError(t, err)
+		go func() { _, _ = o.Refetch(context.Background()) }()
+		synctest.Wait() // fetching: not delivered
+		require.True(t, o.State().IsFetching())
+		s := <-o.Changes()
+		assert.Equal(t, value(2, "a"), s.Data)
+		assert.Equal(t, FetchIdle, s.FetchStatus, "the last state delivered, not the current one")
+		o.Close()
+	})
+}
+
+func TestUseStartsTheMountFetchBeforeItReturns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newSource(slowValue(time.Second))
+		_, q := newFuncQuery(t, src)
+		o := q.Use(context.Background(), "a", RefetchInterval(time.Minute))
+		assert.True(t, o.State().IsFetching(), "fixed interval")
+		o2 := q.Use(context.Background(), "b", RefetchIntervalFunc(func(State[string]) time.Duration { return time.Minute }))
+		assert.True(t, o2.State().IsFetching(), "interval function")
+		time.Sleep(time.Minute + time.Second)
+		synctest.Wait()
+		assert.Equal(t, secs(0, 0, 61, 61), src.starts(), "both poll a minute after their fetch landed")
+		o.Close()
+		o2.Close()
+	})
+}
+
+// An observer's mount must not start goroutines of its own besides the
+// observer's (and the fetch's): the runtime keeps the record of every
+// goroutine that was alive at one time, and observers start by thousands.
+func TestUseStartsOneGoroutine(t *testing.T) {
+	c := NewClient()
+	defer c.Close()
+	q := NewQueryFunc(c, Key{"k"}, func(context.Context, int) (int, error) { return 0, nil }, StaleTime(Forever))
+	const n = 200
+	for i := range n {
+		q.SetData(i, i) // fresh: no mount fetch
+	}
+	created := func() uint64 {
+		s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	before := created()
+	obs := make([]*Observer[int], n)
+	for i := range n {
+		obs[i] = q.Use(context.Background(), i, RefetchInterval(time.Hour))
+	}
+	got := created() - before
+	for _, o := range obs {
+		o.Close()
+	}
+	assert.Less(t, got, uint64(n+n/2), "one goroutine per observer (a mount step on a goroutine of its own made it two)")
 }

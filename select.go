@@ -312,6 +312,12 @@ func (l *link[P, T, D]) move(pa any) error {
 }
 
 func (l *link[P, T, D]) view() State[D] {
+	var v State[D]
+	l.withView(func(s *State[D]) { v = *s })
+	return v
+}
+
+func (l *link[P, T, D]) withView(f func(v *State[D])) {
 	l.moveMu.Lock() // not in the middle of a move: its view would mix two entries
 	defer l.moveMu.Unlock()
 	e := l.lockEntry()
@@ -323,7 +329,7 @@ func (l *link[P, T, D]) view() State[D] {
 	var v State[D]
 	l.viewLocked(e, &s, &v)
 	o.outLocked(&v)
-	return v
+	f(&v)
 }
 
 func (l *link[P, T, D]) lastChange() time.Time {
