@@ -9,6 +9,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -407,4 +408,11 @@ func TestStaleHeapStress(t *testing.T) {
 	q.stale.mu.Lock()
 	assert.Nil(t, q.stale.items)
 	q.stale.mu.Unlock()
+}
+
+// TestEntryStaysOneSizeClass keeps the entry at 96 bytes, a size class of
+// its own: the stale heap's bookkeeping lives in the heap and in a bit of
+// flags, not in a field.
+func TestEntryStaysOneSizeClass(t *testing.T) {
+	assert.Equal(t, uintptr(96), unsafe.Sizeof(entry[string, string]{}))
 }
