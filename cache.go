@@ -21,7 +21,6 @@ type anyEntry interface {
 	lastUsed() uint64
 	evictable() bool
 	evict() bool
-	stopTimers()
 	// invalidate marks the entry stale and, when rt asks for it, starts an
 	// explicit refetch; the returned function waits for that refetch (nil
 	// when none started).
@@ -78,18 +77,20 @@ type entry[P comparable, T any] struct {
 
 // Bits of entry.flags.
 const (
-	flagFresh uint32 = 1 << iota // data present, not invalidated, younger than StaleTime
-	flagGone                     // removed (set under mu, never cleared): lookups skip it
-	flagNew                      // inserted, not yet locked by its inserter: never evicted
+	flagFresh       uint32 = 1 << iota // data present, not invalidated, younger than StaleTime
+	flagGone                           // removed (set under mu, never cleared): lookups skip it
+	flagNew                            // inserted, not yet locked by its inserter: never evicted
 	// flagInvalidated is State.IsInvalidated, kept here rather than in the
 	// snapshot so that invalidating an entry publishes no snapshot: it
 	// changes under mu only, and only while flagFresh is clear
 	// (invalidated data is stale), so a hit never sees it set.
 	flagInvalidated
+	flagStaleQueued // a live item of the query's stale heap turns it stale (stale.go)
 
 	// The bits above these count the turns to fresh, so that the hit path
-	// can tell that the data it loaded was fresh all along (see hit).
-	freshGenOne uint32 = 1 << 4
+	// can tell that the data it loaded was fresh all along (see hit), and
+	// the stale heap which of an entry's items is live.
+	freshGenOne uint32 = 1 << 5
 )
 
 func (e *entry[P, T]) isFresh() bool { return e.flags.Load()&flagFresh != 0 }
@@ -107,8 +108,9 @@ func (e *entry[P, T]) invalidatedLocked() bool { return e.flags.Load()&flagInval
 // mean that the snapshot loaded was the fresh one (a Remove that reset the
 // entry and a refetch that made it fresh again in between change the
 // generation). flagInvalidated, which changes with no snapshot, is never
-// set while the entry is fresh; a change of it between the loads only
-// makes the hit take the slow path.
+// set while the entry is fresh, and the stale heap's flag may change at any
+// time; a change of either between the loads only makes the hit take the
+// slow path.
 func (e *entry[P, T]) hit() (T, bool) {
 	f := e.flags.Load()
 	if f&(flagFresh|flagGone) == flagFresh {
@@ -145,15 +147,13 @@ func (e *entry[P, T]) setFresh(fresh bool) {
 	}
 }
 
-// entryLive holds what only some entries need: those with observers, an
-// explicit refetch waiting, or data that turns stale on a timer. Most cached
-// entries never do, and keep the pointer nil.
+// entryLive holds what only some entries need: those with observers or an
+// explicit refetch waiting. Most cached entries never do, and keep the
+// pointer nil.
 type entryLive[T any] struct {
 	observers  []watcher[T]
 	followUp   *fetchOp[T] // explicit refetches asked while inflight runs
 	lastChange time.Time   // kept once live: what observers count intervals from
-	staleTimer *time.Timer
-	freshGen   uint64
 }
 
 // lv returns the entry's live part, made on first use; e.mu is held.
@@ -429,22 +429,21 @@ func (e *entry[P, T]) markFreshLocked() {
 		e.setFresh(false)
 		return
 	}
-	// StaleTime counts from DataUpdatedAt: now for fetched data, earlier
-	// for restored data (restoreLocked).
-	left := st
-	if st != Forever {
-		if left = addSat(e.snap.Load().dataUpdatedAt, st) - e.q.c.clock(); left <= 0 {
-			e.setFresh(false)
-			return
-		}
-	}
-	e.setFresh(true)
 	if st == Forever {
+		e.setFresh(true)
 		return
 	}
-	lv := e.lv()
-	gen := lv.freshGen
-	lv.staleTimer = time.AfterFunc(left, func() { e.turnStale(gen) })
+	// StaleTime counts from DataUpdatedAt: now for fetched data, earlier
+	// for restored data (restoreLocked).
+	at := addSat(e.snap.Load().dataUpdatedAt, st)
+	if at <= e.q.c.clock() {
+		e.setFresh(false)
+		return
+	}
+	e.setFresh(true)
+	// One item in the query's stale heap, not a timer of its own: see
+	// stale.go.
+	e.q.stale.push(e, at, freshGenOf(e.flags.Load()))
 }
 
 func (e *entry[P, T]) markStaleLocked() {
@@ -452,29 +451,30 @@ func (e *entry[P, T]) markStaleLocked() {
 	e.setFresh(false)
 }
 
-// stopStaleTimerLocked stops the timer that would turn the data stale, and
-// makes a firing that is already on its way a no-op.
+// stopStaleTimerLocked takes the entry's data out of the stale heap: its
+// item there turns dead, and a turn that is already on its way finds the
+// data fresh in another generation, or stale, and does nothing.
 func (e *entry[P, T]) stopStaleTimerLocked() {
-	if lv := e.live; lv != nil {
-		lv.freshGen++
-		if lv.staleTimer != nil {
-			lv.staleTimer.Stop()
-			lv.staleTimer = nil
-		}
-	}
+	e.q.stale.drop(e)
 }
 
-// turnStale runs when StaleTime has passed since the data landed. Observers
+// turnStale runs when StaleTime has passed since the data landed, when the
+// stale heap finds the entry's item of fresh generation gen due. Observers
 // are told (their interval function is asked again) but the turn does not
 // count as a state change for interval timing.
-func (e *entry[P, T]) turnStale(gen uint64) {
+func (e *entry[P, T]) turnStale(gen uint32) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if gen != e.live.freshGen || !e.isFresh() {
+	if f := e.flags.Load(); f&flagFresh == 0 || freshGenOf(f) != gen {
+		return // turned stale, or fresh again, since it was queued
+	}
+	if e.freshLocked() {
+		// Not due after all: its data changed without a turn to fresh.
+		// Queue it again for the data it holds.
+		e.markFreshLocked()
 		return
 	}
 	e.setFresh(false)
-	e.live.staleTimer = nil
 	e.notifyLocked(false)
 }
 
@@ -1233,14 +1233,6 @@ func (e *entry[P, T]) evicted(reason EvictReason) {
 	if h := c.cfg.hooks.Evicted; h != nil {
 		c.callHook("Evicted", func() { h(EvictInfo{Query: e.q.name, Key: e.entryKey(), Reason: reason}) })
 	}
-}
-
-// stopTimers stops the entry's stale timer (Client.Close; the gc queue is
-// emptied as a whole).
-func (e *entry[P, T]) stopTimers() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.stopStaleTimerLocked()
 }
 
 func (e *entry[P, T]) stopGCLocked() {

@@ -68,6 +68,7 @@ type anyQuery interface {
 	eachEntryUnmerged(yield func(anyEntry) bool)
 	staticPrefix() Key // every key of the query starts with it
 	stats() QueryStats
+	stopStale() // Client.Close: empties the query's stale heap for good
 	// eachMatch calls yield for the entries a filter selects (keyindex.go).
 	eachMatch(f Filter, yield func(anyEntry) bool) bool
 }
@@ -138,7 +139,7 @@ func (c *Client) Close() error {
 	// abandoned (its result will be dropped) and no write is taken any more.
 	c.gc.stop()
 	for _, q := range queries {
-		q.eachEntryUnmerged(func(e anyEntry) bool { e.stopTimers(); return true })
+		q.stopStale()
 	}
 	return nil
 }

@@ -41,7 +41,8 @@
 //	shared.go    the shared tier under the cache, for replicas (WithSharedStore)
 //	hooks.go, stats.go   Hooks, Stats, QueryStats (entry → metrics, traces, logs)
 //	introspect.go   WithHistory, entries' histories and the view package inspect draws
-//	client.go, gc.go, clock.go, options.go, state.go, errors.go   the client, gc queue, entry times, client and query options, State, errors
+//	client.go, gc.go, stale.go, clock.go   the client, its deadline queue (gc), the turns to stale, entry times
+//	options.go, state.go, errors.go   client and query options, State, errors
 //
 // # Concepts
 //

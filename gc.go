@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// gcQueue holds the gc deadlines of a client's queries in a min-heap served
+// gcQueue holds the deadlines of a client's queries in a min-heap served
 // by one timer: a timer per entry would cost more than the rest of an
 // entry's bookkeeping. Each query orders its own idle entries in an
-// entryHeap, queued here for its earliest deadline.
+// entryHeap, and its fresh entries in a staleHeap (stale.go), each queued
+// here for its earliest deadline.
 type gcQueue struct {
 	epoch   time.Time // deadlines are offsets from it: 8 bytes instead of a time.Time's 24
 	mu      sync.Mutex

@@ -33,6 +33,7 @@ type Query[P comparable, T any] struct {
 	static  Key // the segments every key of the query starts with
 	entries entryMap[P, T]
 	gc      entryHeap[P, T] // the idle entries by gc deadline
+	stale   staleHeap[P, T] // the fresh entries by the time they turn stale
 
 	hits       stripedCounter // the hit path's counter; the client's Hits sum them
 	n          counters
@@ -49,6 +50,7 @@ type Query[P comparable, T any] struct {
 }
 
 func (q *Query[P, T]) stats() QueryStats { return q.Stats() }
+func (q *Query[P, T]) stopStale()        { q.stale.stop() }
 
 func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *Query[P, T] {
 	if c == nil {
@@ -56,6 +58,7 @@ func newQuery[P comparable, T any](c *Client, name string, opts []QueryOption) *
 	}
 	q := &Query[P, T]{c: c, cfg: defaultQueryConfig(), name: name, emptySnap: &snapshot[T]{}}
 	q.gc.g = &c.gc
+	q.stale.g = &c.gc
 	for _, o := range c.cfg.queryDefaults {
 		o(&q.cfg)
 	}
