@@ -77,9 +77,9 @@ type entry[P comparable, T any] struct {
 
 // Bits of entry.flags.
 const (
-	flagFresh       uint32 = 1 << iota // data present, not invalidated, younger than StaleTime
-	flagGone                           // removed (set under mu, never cleared): lookups skip it
-	flagNew                            // inserted, not yet locked by its inserter: never evicted
+	flagFresh uint32 = 1 << iota // data present, not invalidated, younger than StaleTime
+	flagGone                     // removed (set under mu, never cleared): lookups skip it
+	flagNew                      // inserted, not yet locked by its inserter: never evicted
 	// flagInvalidated is State.IsInvalidated, kept here rather than in the
 	// snapshot so that invalidating an entry publishes no snapshot: it
 	// changes under mu only, and only while flagFresh is clear
