@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -117,7 +118,9 @@ func noHang(t *testing.T, what string, f func()) {
 	select {
 	case <-done:
 	case <-time.After(time.Minute):
-		require.FailNowf(t, "hang", "%s did not return", what)
+		buf := make([]byte, 4<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		require.FailNowf(t, "hang", "%s did not return; goroutines:\n%s", what, buf)
 	}
 }
 
