@@ -188,8 +188,6 @@ type fetchOp[T any] struct {
 	done     chan struct{}
 	data     T
 	err      error
-	ctx      context.Context
-	cancel   context.CancelCauseFunc
 	waiters  int             // callers blocked in wait
 	pinned   bool            // wanted by someone who does not wait (Prefetch, invalidation, StaleWhileRevalidate)
 	settled  bool            // done is closed: settled, or abandoned before its function returned
@@ -204,7 +202,7 @@ type fetchOp[T any] struct {
 	// context, kept here rather than allocated one by one: written by the
 	// goroutine that runs the fetch before it settles.
 	scope fetchScope
-	vals  fetchValues
+	fc    fetchCtx // the fetch's context, ended by abandonLocked and settleLocked
 	att   attemptCtx
 	// What came while the fetch was in flight: an invalidation (its result
 	// lands stale, and callers who want fresh data wait for the next fetch),
@@ -529,13 +527,13 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T], w want) {
 	c := e.q.c
 	// The fetch has a cancellation of its own (Client.Close cancels it
 	// through abortFetch), and the values of the context of the call that
-	// started it: trace spans, request IDs. Joiners share them. op.vals
+	// started it: trace spans, request IDs. Joiners share them. op.fc.vals
 	// does what context.WithoutCancel and a context.WithValue for the scope
-	// would, in the op's own memory.
-	op.vals = fetchValues{from: op.from, scope: &op.scope}
-	op.ctx, op.cancel = context.WithCancelCause(&op.vals)
+	// would, and op.fc what context.WithCancelCause of them would, in the
+	// op's own memory.
+	op.fc.vals = fetchValues{from: op.from, scope: &op.scope}
 	op.nested = scopeFrom(op.from) != nil
-	op.from = nil // kept in op.vals only
+	op.from = nil // kept in op.fc.vals only
 	op.prevFail = int(e.snap.Load().failureCount)
 	e.inflight = op
 	e.stopGCLocked()
@@ -599,14 +597,14 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	if hooks.FetchStart != nil || hooks.FetchEnd != nil || hooks.Retry != nil {
 		info.Key = e.entryKey()
 	}
-	// ctx is what the fetch function gets: op.ctx, or what FetchStart made
-	// of it. Waits and cancellation go by op.ctx.
-	ctx := op.ctx
+	// ctx is what the fetch function gets: op.fc, or what FetchStart made
+	// of it. Waits and cancellation go by op.fc.
+	var ctx context.Context = &op.fc
 	var start time.Duration // since the client's epoch; FetchEnd's Duration
 	if hooks.FetchEnd != nil {
 		start = c.clock()
 	}
-	// Every fetch has a scope (op.scope; op.ctx carries it): the HTTP
+	// Every fetch has a scope (op.scope; op.fc carries it): the HTTP
 	// layer's channel, and how a fetch started from inside this one's
 	// function knows that it is nested.
 	sc := &op.scope
@@ -625,7 +623,7 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 			}
 		})
 		if replaced {
-			// What FetchStart made need not derive from op.ctx.
+			// What FetchStart made need not derive from op.fc.
 			ctx = context.WithValue(ctx, scopeKey{}, sc)
 		}
 	}
@@ -649,8 +647,8 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 		if err == nil {
 			break
 		}
-		if op.ctx.Err() != nil {
-			err = context.Cause(op.ctx)
+		if cause := op.fc.causeErr(); cause != nil {
+			err = cause
 			break
 		}
 		failures++
@@ -672,8 +670,8 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 			info.Attempt = failures
 			c.callHook("Retry", func() { h(ctx, info, err, delay) })
 		}
-		if !wait.Sleep(op.ctx, delay) {
-			err = context.Cause(op.ctx)
+		if !wait.Sleep(&op.fc, delay) {
+			err = op.fc.causeErr()
 			break
 		}
 	}
@@ -724,9 +722,9 @@ func (e *entry[P, T]) acquireSlot(op *fetchOp[T]) (release func(), err error) {
 				queued = true
 				e.setFetchStatus(op, FetchQueued)
 			}
-			if err := s.Acquire(op.ctx, 1); err != nil {
+			if err := s.Acquire(&op.fc, 1); err != nil {
 				release()
-				return nil, context.Cause(op.ctx)
+				return nil, op.fc.causeErr()
 			}
 		}
 		held = append(held, s)
@@ -769,8 +767,8 @@ func (e *entry[P, T]) waitOnline(op *fetchOp[T]) error {
 	e.mu.Unlock()
 	select {
 	case <-c.onlineWait():
-	case <-op.ctx.Done():
-		return context.Cause(op.ctx)
+	case <-op.fc.Done():
+		return op.fc.causeErr()
 	}
 	e.mu.Lock()
 	if e.inflight == op {
@@ -801,7 +799,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 	if e.inflight == op {
 		e.inflight = nil
 	}
-	op.cancel(nil)
+	op.fc.cancel(nil)
 	var gcNow time.Duration // the clock as the gc queue reads it, when read already
 	outcome := OutcomeSuccess
 	if err != nil {
@@ -885,7 +883,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 // wrapping cause, the entry goes back to its state before the fetch (data
 // kept, fetch status idle), and the result, when it comes, is dropped.
 func (e *entry[P, T]) abandonLocked(op *fetchOp[T], cause error) {
-	op.cancel(cause)
+	op.fc.cancel(cause)
 	if op.settled {
 		return
 	}

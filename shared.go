@@ -255,7 +255,7 @@ func (e *entry[P, T]) sharedBegin(ctx context.Context, op *fetchOp[T]) (r *share
 		}
 		var zero T
 		if ctx.Err() != nil {
-			return nil, zero, true, context.Cause(op.ctx)
+			return nil, zero, true, op.fc.causeErr()
 		}
 		t.failed(ctx, call, e.entryKey(), err)
 		t.fallbacks.Add(1)
@@ -319,7 +319,7 @@ func (e *entry[P, T]) sharedBegin(ctx context.Context, op *fetchOp[T]) (r *share
 		wait(ctx, deadline.Sub(now))
 		stop()
 		if ctx.Err() != nil {
-			return nil, data, true, context.Cause(op.ctx)
+			return nil, data, true, op.fc.causeErr()
 		}
 		look, lerr = s.Load(ctx, e.entryKey())
 		if lerr != nil {
