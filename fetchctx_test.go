@@ -8,6 +8,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -192,4 +193,10 @@ func TestStressFetchContext(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A miss allocates its fetchOp whole, contexts and all: for a T of one
+// word it must stay in the 256-byte size class (the next is 288).
+func TestFetchOpSize(t *testing.T) {
+	assert.LessOrEqual(t, unsafe.Sizeof(fetchOp[int]{}), uintptr(256))
 }
