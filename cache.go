@@ -185,38 +185,42 @@ type fetchOp[T any] struct {
 	// done is closed when the fetch settles. It is made when the op is
 	// handed to a caller that waits on it (doneLocked), so a fetch that its
 	// starter runs on its own goroutine, and nobody joins, needs none.
-	done     chan struct{}
-	data     T
-	err      error
-	ctx      context.Context
-	cancel   context.CancelCauseFunc
-	waiters  int             // callers blocked in wait
-	pinned   bool            // wanted by someone who does not wait (Prefetch, invalidation, StaleWhileRevalidate)
-	settled  bool            // done is closed: settled, or abandoned before its function returned
-	prevFail int             // FailureCount before the fetch, restored on cancel
-	failures int             // failed attempts, written by the fetch's goroutine before it settles
-	from     context.Context // whose values the fetch carries: the context of the call that started it
-	nested   bool            // started from inside another fetch's function: takes no slot of a fetch bound
+	done chan struct{}
+	data T
+	err  error
+	from context.Context // whose values the fetch carries: the context of the call that started it
+	// The counts and flags fill three words together: with the contexts
+	// below, an op of a T of one word (an int, a pointer) fits the
+	// 256-byte size class, which a miss allocates and clears.
+	waiters  int32 // callers blocked in wait
+	prevFail int32 // FailureCount before the fetch, restored on cancel
+	failures int32 // failed attempts, written by the fetch's goroutine before it settles
+	pinned   bool  // wanted by someone who does not wait (Prefetch, invalidation, StaleWhileRevalidate)
+	settled  bool  // done is closed: settled, or abandoned before its function returned
+	nested   bool  // started from inside another fetch's function: takes no slot of a fetch bound
 	// inline: the caller that started the fetch runs it on its own
 	// goroutine (runInline); claimed: that caller has taken it on.
 	inline, claimed bool
-	// The fetch's scope, the parent of its context and its first attempt's
-	// context, kept here rather than allocated one by one: written by the
-	// goroutine that runs the fetch before it settles.
-	scope fetchScope
-	vals  fetchValues
-	att   attemptCtx
 	// What came while the fetch was in flight: an invalidation (its result
 	// lands stale, and callers who want fresh data wait for the next fetch),
 	// a reset by Remove (its result is not stored).
 	invalidated bool
 	reset       bool
+	hasSetData  bool // setData holds the last SetData while the fetch ran
+	direct      bool // an explicit refetch (Fetch, Refetch): the shared tier is not read (shared.go)
+	hasDataAt   bool // dataAt is set
+	// The fetch's scope, the parent of its context and its first attempt's
+	// context, kept here rather than allocated one by one: written by the
+	// goroutine that runs the fetch before it settles.
+	scope fetchScope
+	fc    fetchCtx // the fetch's context, ended by abandonLocked and settleLocked
+	att   attemptCtx
 	// The last SetData while the fetch ran: what its waiters get, even when
 	// the entry is removed before the fetch settles.
-	setData    T
-	hasSetData bool
-	direct     bool      // an explicit refetch (Fetch, Refetch): the shared tier is not read (shared.go)
-	dataAt     time.Time // when the data landed; for a shared hit, the data's own DataUpdatedAt
+	setData T
+	// dataAt is when the data landed, since the client's epoch; for a
+	// shared hit, the data's own DataUpdatedAt.
+	dataAt time.Duration
 }
 
 func newEntry[P comparable, T any](q *Query[P, T], p P) *entry[P, T] {
@@ -529,14 +533,14 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T], w want) {
 	c := e.q.c
 	// The fetch has a cancellation of its own (Client.Close cancels it
 	// through abortFetch), and the values of the context of the call that
-	// started it: trace spans, request IDs. Joiners share them. op.vals
+	// started it: trace spans, request IDs. Joiners share them. op.fc.vals
 	// does what context.WithoutCancel and a context.WithValue for the scope
-	// would, in the op's own memory.
-	op.vals = fetchValues{from: op.from, scope: &op.scope}
-	op.ctx, op.cancel = context.WithCancelCause(&op.vals)
+	// would, and op.fc what context.WithCancelCause of them would, in the
+	// op's own memory.
+	op.fc.vals = fetchValues{from: op.from, scope: &op.scope}
 	op.nested = scopeFrom(op.from) != nil
-	op.from = nil // kept in op.vals only
-	op.prevFail = int(e.snap.Load().failureCount)
+	op.from = nil // kept in op.fc.vals only
+	op.prevFail = e.snap.Load().failureCount
 	e.inflight = op
 	e.stopGCLocked()
 	status := Fetching
@@ -599,14 +603,14 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	if hooks.FetchStart != nil || hooks.FetchEnd != nil || hooks.Retry != nil {
 		info.Key = e.entryKey()
 	}
-	// ctx is what the fetch function gets: op.ctx, or what FetchStart made
-	// of it. Waits and cancellation go by op.ctx.
-	ctx := op.ctx
+	// ctx is what the fetch function gets: op.fc, or what FetchStart made
+	// of it. Waits and cancellation go by op.fc.
+	var ctx context.Context = &op.fc
 	var start time.Duration // since the client's epoch; FetchEnd's Duration
 	if hooks.FetchEnd != nil {
 		start = c.clock()
 	}
-	// Every fetch has a scope (op.scope; op.ctx carries it): the HTTP
+	// Every fetch has a scope (op.scope; op.fc carries it): the HTTP
 	// layer's channel, and how a fetch started from inside this one's
 	// function knows that it is nested.
 	sc := &op.scope
@@ -625,7 +629,7 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 			}
 		})
 		if replaced {
-			// What FetchStart made need not derive from op.ctx.
+			// What FetchStart made need not derive from op.fc.
 			ctx = context.WithValue(ctx, scopeKey{}, sc)
 		}
 	}
@@ -649,12 +653,12 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 		if err == nil {
 			break
 		}
-		if op.ctx.Err() != nil {
-			err = context.Cause(op.ctx)
+		if cause := op.fc.causeErr(); cause != nil {
+			err = cause
 			break
 		}
 		failures++
-		op.failures = failures
+		op.failures = int32(failures)
 		if !q.shouldRetry(failures, err) {
 			break
 		}
@@ -672,8 +676,8 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 			info.Attempt = failures
 			c.callHook("Retry", func() { h(ctx, info, err, delay) })
 		}
-		if !wait.Sleep(op.ctx, delay) {
-			err = context.Cause(op.ctx)
+		if !wait.Sleep(&op.fc, delay) {
+			err = op.fc.causeErr()
 			break
 		}
 	}
@@ -688,7 +692,7 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 	if h := hooks.FetchEnd; h != nil {
 		info.Attempt = attempts
 		r := FetchResult{FetchInfo: info, Outcome: outcome, Duration: c.clock() - start,
-			StatusCode: sc.status, Bytes: sc.bytes}
+			StatusCode: int(sc.status), Bytes: sc.bytes}
 		if outcome == OutcomeError || outcome == OutcomeCancelled {
 			r.Err = err
 		}
@@ -724,9 +728,9 @@ func (e *entry[P, T]) acquireSlot(op *fetchOp[T]) (release func(), err error) {
 				queued = true
 				e.setFetchStatus(op, FetchQueued)
 			}
-			if err := s.Acquire(op.ctx, 1); err != nil {
+			if err := s.Acquire(&op.fc, 1); err != nil {
 				release()
-				return nil, context.Cause(op.ctx)
+				return nil, op.fc.causeErr()
 			}
 		}
 		held = append(held, s)
@@ -769,8 +773,8 @@ func (e *entry[P, T]) waitOnline(op *fetchOp[T]) error {
 	e.mu.Unlock()
 	select {
 	case <-c.onlineWait():
-	case <-op.ctx.Done():
-		return context.Cause(op.ctx)
+	case <-op.fc.Done():
+		return op.fc.causeErr()
 	}
 	e.mu.Lock()
 	if e.inflight == op {
@@ -801,7 +805,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 	if e.inflight == op {
 		e.inflight = nil
 	}
-	op.cancel(nil)
+	op.fc.cancel(nil)
 	var gcNow time.Duration // the clock as the gc queue reads it, when read already
 	outcome := OutcomeSuccess
 	if err != nil {
@@ -834,7 +838,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		}
 	case err != nil:
 		op.err = e.wrapErr(err)
-		now, failures := time.Now(), int32(op.failures)
+		now, failures := time.Now(), op.failures
 		e.setLocked(func(s *snapshot[T]) {
 			s.fetchStatus = uint8(FetchIdle)
 			s.status = uint8(StatusError)
@@ -858,10 +862,10 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 		op.data = data
 		now := e.q.c.clock()
 		gcNow = now + 1 // as gcQueue.now reads it
-		if !op.dataAt.IsZero() {
-			now = op.dataAt.Sub(e.q.c.gc.epoch) // a shared hit keeps its data's age
+		if op.hasDataAt {
+			now = op.dataAt // a shared hit keeps its data's age
 		} else {
-			op.dataAt = e.q.c.timeAt(now) // what the shared tier is told (shared.go)
+			op.dataAt, op.hasDataAt = now, true // what the shared tier is told (shared.go)
 		}
 		fresh := makeFresh
 		if op.invalidated {
@@ -885,7 +889,7 @@ func (e *entry[P, T]) settleLocked(op *fetchOp[T], data T, err error) Outcome {
 // wrapping cause, the entry goes back to its state before the fetch (data
 // kept, fetch status idle), and the result, when it comes, is dropped.
 func (e *entry[P, T]) abandonLocked(op *fetchOp[T], cause error) {
-	op.cancel(cause)
+	op.fc.cancel(cause)
 	if op.settled {
 		return
 	}
@@ -898,7 +902,7 @@ func (e *entry[P, T]) abandonLocked(op *fetchOp[T], cause error) {
 	}
 	if e.inflight == op {
 		e.inflight = nil
-		prev := int32(op.prevFail)
+		prev := op.prevFail
 		e.setLocked(func(s *snapshot[T]) { s.fetchStatus = uint8(FetchIdle); s.failureCount = prev }, keepFresh)
 	}
 	op.closeDoneLocked()

@@ -33,7 +33,7 @@
 //	entrymap.go  a query's entries, looked up without a lock (Query → entry)
 //	keyindex.go  a query's entries by key prefix, for filters (Filter → entries)
 //	cache.go     the entry: its state, its one fetch, retries, gc (entry → fetch)
-//	fetchctx.go  the contexts a fetch function gets, without a timer until one is asked for
+//	fetchctx.go  the contexts a fetch function gets, without a channel or timer until one is asked for
 //	http.go      the HTTP fetch: URL, headers, redirects, conditional requests, decoding
 //	refetch.go   Observer: polling, focus, reconnect, Changes (entry → observers)
 //	invalidate.go, mutation.go, ws.go, bus.go   what changes entries from outside

@@ -15,9 +15,10 @@ import (
 // (context.DeadlineExceeded). Made of context.WithoutCancel,
 // context.WithValue and context.WithTimeout, that costs a miss a dozen
 // allocations and a timer, though most fetch functions return long before
-// their Timeout, many without ever asking for Done. The two types below do
-// the same in the fetch's own memory (fetchOp holds one of each) and arm a
-// timer only for an attempt whose Done is asked for.
+// their Timeout, many without ever asking for Done. The types below do
+// the same in the fetch's own memory (fetchOp holds one of each) and make
+// a channel only for a fetch, and arm a timer only for an attempt, whose
+// Done is asked for.
 
 // errFetchAborted is what the joiners of a fetch get when the goroutine
 // that ran it on its caller's behalf left it without settling it
@@ -44,6 +45,106 @@ func (v *fetchValues) Value(key any) any {
 	}
 	return v.from.Value(key)
 }
+
+// fetchCtx is the context of a fetch: the values of fetchValues, ended by
+// cancel with a cause, as context.WithCancelCause(&vals) would be, in the
+// fetch's own memory. Most fetches end without anyone asking for Done, so
+// the stdlib context it stands for is made only when Done is first asked
+// for (or a context derived from it, or context.AfterFunc, which ask for
+// Done), or when context.Cause looks for its cause; from then on
+// everything is that context's: its channel, its error and cause, and the
+// children that register with it without a goroutine. Err needs neither.
+type fetchCtx struct {
+	vals  fetchValues
+	ended atomic.Bool // cancel has run
+	mu    sync.Mutex  // serializes arm and cancel
+	cause error       // the first cancel's cause; written under mu before ended
+	armed atomic.Pointer[armedFetchCtx]
+}
+
+type armedFetchCtx struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// cancel ends the context with cause (context.Canceled when nil); only the
+// first call counts, as with a context.CancelCauseFunc.
+func (f *fetchCtx) cancel(cause error) {
+	f.mu.Lock()
+	if f.ended.Load() {
+		f.mu.Unlock()
+		return
+	}
+	if cause == nil {
+		cause = context.Canceled
+	}
+	f.cause = cause
+	f.ended.Store(true)
+	t := f.armed.Load()
+	f.mu.Unlock()
+	if t != nil {
+		t.cancel(cause)
+	}
+}
+
+// causeErr is context.Cause(f), without making the stdlib context.
+func (f *fetchCtx) causeErr() error {
+	if !f.ended.Load() {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cause
+}
+
+// arm returns the stdlib context f stands for, made on first use.
+func (f *fetchCtx) arm() *armedFetchCtx {
+	if t := f.armed.Load(); t != nil {
+		return t
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t := f.armed.Load(); t != nil {
+		return t
+	}
+	ctx, cancel := context.WithCancelCause(&f.vals)
+	t := &armedFetchCtx{ctx: ctx, cancel: cancel}
+	if f.ended.Load() {
+		cancel(f.cause)
+	}
+	f.armed.Store(t)
+	return t
+}
+
+func (f *fetchCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (f *fetchCtx) Done() <-chan struct{}       { return f.arm().ctx.Done() }
+
+func (f *fetchCtx) Err() error {
+	if t := f.armed.Load(); t != nil {
+		// Its error and its cause change together: ended is set before
+		// cancel gets to it.
+		return t.ctx.Err()
+	}
+	if f.ended.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+func (f *fetchCtx) Value(key any) any {
+	switch key.(type) {
+	case scopeKey:
+		return f.vals.scope
+	case *int:
+		// Perhaps the key the stdlib's cancel contexts answer with
+		// themselves, which context.Cause and the contexts derived from f
+		// ask for: the stdlib context f stands for answers it.
+		return f.arm().ctx.Value(key)
+	}
+	return f.vals.from.Value(key)
+}
+
+func (f *fetchCtx) String() string { return "qcache.fetchCtx" }
 
 // attemptCtx is the context of one attempt: its parent, the fetch's
 // context, ended as well when the query's Timeout has passed since the

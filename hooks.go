@@ -147,11 +147,11 @@ type fetchScope struct {
 	prevData any // a T
 
 	// Of the last answer.
-	status      int
+	status      int32
+	notModified bool // 304: the entry's data is current
+	same        bool // a body byte-identical to prev's: prevData returned, not decoded
 	bytes       int64
 	meta        *httpMeta // of the answer that brought data
-	notModified bool      // 304: the entry's data is current
-	same        bool      // a body byte-identical to prev's: prevData returned, not decoded
 }
 
 // httpMeta is what an HTTP answer says of its data: its validators, and a

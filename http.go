@@ -229,7 +229,7 @@ func doJSON[T any](ctx context.Context, c *Client, method, rawURL string, header
 		resp.Body.Close()
 	}()
 	if sc != nil { // for the entry and the FetchEnd hook
-		sc.status = resp.StatusCode
+		sc.status = int32(resp.StatusCode) // three digits, as net/http reads them
 		cr := &countingReader{r: resp.Body}
 		resp.Body = struct {
 			io.Reader

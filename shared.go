@@ -246,7 +246,9 @@ func (e *entry[P, T]) sharedBegin(ctx context.Context, op *fetchOp[T]) (r *share
 	// store call, and the fetch goes upstream without writing back.
 	hit := func(v sharedData[T]) (*sharedRun, T, bool, error) {
 		t.hits.Add(1)
-		op.dataAt = v.at
+		if !v.at.IsZero() {
+			op.dataAt, op.hasDataAt = v.at.Sub(e.q.c.gc.epoch), true
+		}
 		return nil, v.data, true, nil
 	}
 	fail := func(call string, err error) (*sharedRun, T, bool, error) {
@@ -255,7 +257,7 @@ func (e *entry[P, T]) sharedBegin(ctx context.Context, op *fetchOp[T]) (r *share
 		}
 		var zero T
 		if ctx.Err() != nil {
-			return nil, zero, true, context.Cause(op.ctx)
+			return nil, zero, true, op.fc.causeErr()
 		}
 		t.failed(ctx, call, e.entryKey(), err)
 		t.fallbacks.Add(1)
@@ -319,7 +321,7 @@ func (e *entry[P, T]) sharedBegin(ctx context.Context, op *fetchOp[T]) (r *share
 		wait(ctx, deadline.Sub(now))
 		stop()
 		if ctx.Err() != nil {
-			return nil, data, true, context.Cause(op.ctx)
+			return nil, data, true, op.fc.causeErr()
 		}
 		look, lerr = s.Load(ctx, e.entryKey())
 		if lerr != nil {
@@ -415,7 +417,7 @@ func (e *entry[P, T]) sharedEnd(ctx context.Context, r *sharedRun, op *fetchOp[T
 	}
 	if outcome == OutcomeSuccess {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedCallTimeout)
-		r.t.write(wctx, e.entryKey(), op.data, op.dataAt, r.version, e.q.cfg.gcTime)
+		r.t.write(wctx, e.entryKey(), op.data, e.q.c.timeAt(op.dataAt), r.version, e.q.cfg.gcTime)
 		cancel()
 	}
 	if r.token != "" {
