@@ -51,15 +51,11 @@ type invModel struct {
 	t    testing.TB
 	next func(n int) int
 
-	mu         sync.Mutex
-	step       int
-	ops        []string
-	failures   []string
-	marks      [invModelKeys][]int // steps of each key's writes and invalidations
-	fetchStart map[int]int         // upstream call -> step it started in
-	published  [invModelKeys][]State[string]
-	last       [invModelKeys]State[string] // the last state published, as the step before ended
-	expect     []int                       // keys whose invalidation in this step must publish an invalidated state
+	modelLog
+	marks     [invModelKeys][]int // steps of each key's writes and invalidations
+	published [invModelKeys][]State[string]
+	last      [invModelKeys]State[string] // the last state published, as the step before ended
+	expect    []int                       // keys whose invalidation in this step must publish an invalidated state
 
 	c         *Client
 	q         *Query[string, string]
@@ -78,23 +74,9 @@ type invObserver struct {
 	got  bool
 }
 
-func (m *invModel) failf(format string, args ...any) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.failures = append(m.failures, fmt.Sprintf("step %d: ", m.step)+fmt.Sprintf(format, args...))
-}
-
-func (m *invModel) logOp(format string, args ...any) {
-	m.mu.Lock()
-	m.ops = append(m.ops, fmt.Sprintf("%3d ", m.step)+fmt.Sprintf(format, args...))
-	m.mu.Unlock()
-}
-
 func (m *invModel) upstream(ctx context.Context, p string) (string, error) {
 	n := int(m.calls.Add(1))
-	m.mu.Lock()
-	m.fetchStart[n] = m.step
-	m.mu.Unlock()
+	m.callStarted(n)
 	pl := m.plans[n%len(m.plans)]
 	if err := sleepCtx(ctx, pl.latency); err != nil {
 		return "", err

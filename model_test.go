@@ -50,12 +50,8 @@ type modelRun struct {
 	t    testing.TB
 	next func(n int) int // the next choice in [0, n)
 
-	mu         sync.Mutex
-	step       int
-	ops        []string
-	writes     [modelKeys][]int // steps of each key's SetData, Update and Remove
-	fetchStart map[int]int      // upstream call -> step it started in
-	failures   []string
+	modelLog
+	writes [modelKeys][]int // steps of each key's SetData, Update and Remove
 
 	c       *Client
 	q       *Query[string, string]
@@ -65,23 +61,39 @@ type modelRun struct {
 	readers sync.WaitGroup
 }
 
-func (m *modelRun) failf(format string, args ...any) {
+// modelLog is what a model test's run records, shared by the model tests:
+// the step it is in, the operations it made, the failures it found, and
+// the step each upstream call started in.
+type modelLog struct {
+	mu         sync.Mutex
+	step       int
+	ops        []string
+	fetchStart map[int]int // upstream call -> step it started in
+	failures   []string
+}
+
+func (m *modelLog) failf(format string, args ...any) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.failures = append(m.failures, fmt.Sprintf("step %d: ", m.step)+fmt.Sprintf(format, args...))
 }
 
-func (m *modelRun) logOp(format string, args ...any) {
+func (m *modelLog) logOp(format string, args ...any) {
 	m.mu.Lock()
 	m.ops = append(m.ops, fmt.Sprintf("%3d ", m.step)+fmt.Sprintf(format, args...))
 	m.mu.Unlock()
 }
 
-func (m *modelRun) upstream(ctx context.Context, p string) (string, error) {
-	n := int(m.calls.Add(1))
+// callStarted records that upstream call n starts in the current step.
+func (m *modelLog) callStarted(n int) {
 	m.mu.Lock()
 	m.fetchStart[n] = m.step
 	m.mu.Unlock()
+}
+
+func (m *modelRun) upstream(ctx context.Context, p string) (string, error) {
+	n := int(m.calls.Add(1))
+	m.callStarted(n)
 	pl := m.plans[n%len(m.plans)]
 	if pl.deaf {
 		time.Sleep(pl.latency)
@@ -369,7 +381,7 @@ func FuzzModel(f *testing.F) {
 func TestModelCatchesAStaleServe(t *testing.T) {
 	// The checker itself must be able to fail: a fetch that started before
 	// a SetData may not be served after it.
-	m := &modelRun{t: t, fetchStart: map[int]int{1: 3, 2: 5}}
+	m := &modelRun{t: t, modelLog: modelLog{fetchStart: map[int]int{1: 3, 2: 5}}}
 	m.writes[0] = []int{5}
 	m.checkServed("Get", 0, 6, "f1")
 	require.Len(t, m.failures, 1)
