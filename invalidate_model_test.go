@@ -393,11 +393,7 @@ func (m *invModel) checkTransition(key int, a, b State[string]) {
 
 func (m *invModel) report() {
 	m.t.Helper()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.failures) > 0 {
-		require.FailNowf(m.t, "the invalidation model was broken", "%s\noperations:\n%s", strings.Join(m.failures, "\n"), strings.Join(m.ops, "\n"))
-	}
+	m.modelLog.report(m.t, "the invalidation model was broken")
 }
 
 func TestInvalidationModelRandomized(t *testing.T) {

@@ -318,13 +318,20 @@ func (m *modelRun) check() {
 	}
 }
 
-func (m *modelRun) report() {
-	m.t.Helper()
+// report fails t, naming what broke, with the failures and the operations
+// that led to them.
+func (m *modelLog) report(t testing.TB, what string) {
+	t.Helper()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.failures) > 0 {
-		require.FailNowf(m.t, "the model was broken", "%s\noperations:\n%s", strings.Join(m.failures, "\n"), strings.Join(m.ops, "\n"))
+		require.FailNowf(t, what, "%s\noperations:\n%s", strings.Join(m.failures, "\n"), strings.Join(m.ops, "\n"))
 	}
+}
+
+func (m *modelRun) report() {
+	m.t.Helper()
+	m.modelLog.report(m.t, "the model was broken")
 }
 
 func TestModelRandomized(t *testing.T) {
