@@ -152,17 +152,7 @@ func (m *invModel) run() {
 		}
 	}
 	m.q = NewQueryFunc(m.c, Key{"im"}, m.upstream, StaleTime(m.staleTime), GCTime(gcTime), Retry(0))
-	steps := 20 + m.next(40)
-	for range steps {
-		if !m.op() {
-			break
-		}
-		synctest.Wait()
-		m.check()
-		m.mu.Lock()
-		m.step++
-		m.mu.Unlock()
-	}
+	m.runSteps(20+m.next(40), m.op, m.check)
 	m.c.Close()
 	for _, list := range m.obs {
 		for _, o := range list {

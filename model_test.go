@@ -84,6 +84,21 @@ func (m *modelLog) logOp(format string, args ...any) {
 	m.mu.Unlock()
 }
 
+// runSteps runs op up to n times, until it reports false, each step
+// followed by synctest.Wait and check.
+func (m *modelLog) runSteps(n int, op func() bool, check func()) {
+	for range n {
+		if !op() {
+			break
+		}
+		synctest.Wait()
+		check()
+		m.mu.Lock()
+		m.step++
+		m.mu.Unlock()
+	}
+}
+
 // callStarted records that upstream call n starts in the current step.
 func (m *modelLog) callStarted(n int) {
 	m.mu.Lock()
@@ -186,17 +201,7 @@ func (m *modelRun) run() {
 		}
 	}
 	m.q = NewQueryFunc(m.c, Key{"m"}, m.upstream, opts...)
-	steps := 20 + m.next(40)
-	for range steps {
-		if !m.op() {
-			break
-		}
-		synctest.Wait()
-		m.check()
-		m.mu.Lock()
-		m.step++
-		m.mu.Unlock()
-	}
+	m.runSteps(20+m.next(40), m.op, m.check)
 	m.c.Close()
 	for _, list := range m.obs {
 		for _, o := range list {
