@@ -147,13 +147,9 @@ func (c *Client) Close() error {
 // goroutine runs f in a goroutine that Close waits for. It reports false,
 // without running f, once the client is closed.
 func (c *Client) goroutine(f func()) bool {
-	c.mu.Lock()
-	if c.closed.Load() {
-		c.mu.Unlock()
+	if !c.addRun() {
 		return false
 	}
-	c.wg.Add(1)
-	c.mu.Unlock()
 	go runOwned(func() {
 		defer c.wg.Done()
 		f()
@@ -161,10 +157,10 @@ func (c *Client) goroutine(f func()) bool {
 	return true
 }
 
-// addRun counts a run that its caller makes on its own goroutine (a fetch
-// run inline, see entry.runInline) as a goroutine of the client, which
-// Close waits for; the caller calls c.wg.Done when it returns. It reports
-// false once the client is closed.
+// addRun counts a run as a goroutine of the client, which Close waits for:
+// a goroutine about to start (goroutine, entry.runGo) or a fetch its caller
+// runs on its own goroutine (entry.runInline); the run calls c.wg.Done when
+// it returns. It reports false once the client is closed.
 func (c *Client) addRun() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
