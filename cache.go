@@ -18,7 +18,9 @@ import (
 // types.
 type anyEntry interface {
 	entryKey() Key
-	lastUsed() uint64
+	// lastUsed is the low 32 bits of the client's use clock when the
+	// entry was last used.
+	lastUsed() uint32
 	evictable() bool
 	evict() bool
 	// invalidate marks the entry stale and, when rt asks for it, starts an
@@ -47,29 +49,33 @@ type entry[P comparable, T any] struct {
 	// The fields an invalidation or a hit reads come first, together (56
 	// bytes: one or two cache lines), so that a prefix invalidation of
 	// thousands of entries misses the cache as few times as it can
-	// (eachLive loads flags and snap, at either end, ahead).
+	// (eachLive loads flags and snap, at either end, ahead). The four
+	// 4-byte fields fill two words; with a P of up to two words (a string)
+	// the entry fills the 80-byte size class (TestEntryStaysOneSizeClass).
 
 	// Read without the lock, on the hit path.
 	flags atomic.Uint32 // flagFresh, flagGone, flagNew, flagInvalidated and the fresh generation
 	// gcQueued is the entry's place in its query's gc heap plus one (0: not
-	// there), guarded by the heap's lock. It sits beside flags so that the
-	// two fill one word.
+	// there), guarded by the heap's lock.
 	gcQueued int32
-	mu       sync.Mutex
-	q        *Query[P, T]
-	inflight *fetchOp[T]
-	live     *entryLive[T]               // nil until the entry is observed, refetched explicitly or timed fresh
-	ext      *entryExt                   // the error and HTTP meta; nil until the entry has either
-	snap     atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change; read on the hit path
-
 	// dataVer is advanced whenever Data changes, for Update: only equality
 	// is asked, so it wraps harmlessly. What a fetch in flight must know of
 	// the invalidations, SetData calls and resets that came after it started
 	// is marked on the fetch itself (fetchOp.invalidated, hasSetData, reset).
 	// Guarded by mu.
 	dataVer uint32
-	p       P             // the entry's key is derived from it on demand (entryKey): a stored Key cost 56 bytes an entry
-	lastUse atomic.Uint64 // client.useClock when last used, for LRU eviction
+	// lastUse is the low 32 bits of client.useClock when the entry was last
+	// used, for LRU eviction, which compares ages (the clock minus it) so
+	// that the wrap does no harm.
+	lastUse  atomic.Uint32
+	mu       sync.Mutex
+	q        *Query[P, T]
+	inflight *fetchOp[T]
+	// ext holds the error, the HTTP meta and the live part (observers);
+	// nil until the entry has one of them.
+	ext  *entryExt[T]
+	snap atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change; read on the hit path
+	p    P                           // the entry's key is derived from it on demand (entryKey): a stored Key cost 56 bytes an entry
 	// gcAt is when gc removes the entry, as the gc queue counts; 0 while it
 	// is not due. Written under mu and the query's gc heap lock both.
 	gcAt time.Duration
@@ -149,33 +155,44 @@ func (e *entry[P, T]) setFresh(fresh bool) {
 
 // entryLive holds what only some entries need: those with observers or an
 // explicit refetch waiting. Most cached entries never do, and keep the
-// pointer nil.
+// pointer (in entryExt) nil.
 type entryLive[T any] struct {
 	observers  []watcher[T]
 	followUp   *fetchOp[T] // explicit refetches asked while inflight runs
 	lastChange time.Time   // kept once live: what observers count intervals from
 }
 
+// liveLocked returns the entry's live part, or nil; e.mu is held.
+func (e *entry[P, T]) liveLocked() *entryLive[T] {
+	if e.ext == nil {
+		return nil
+	}
+	return e.ext.live
+}
+
 // lv returns the entry's live part, made on first use; e.mu is held.
 func (e *entry[P, T]) lv() *entryLive[T] {
-	if e.live == nil {
-		e.live = &entryLive[T]{}
+	if e.ext == nil {
+		e.ext = &entryExt[T]{}
 	}
-	return e.live
+	if e.ext.live == nil {
+		e.ext.live = &entryLive[T]{}
+	}
+	return e.ext.live
 }
 
 func (e *entry[P, T]) observersLocked() []watcher[T] {
-	if e.live == nil {
-		return nil
+	if l := e.liveLocked(); l != nil {
+		return l.observers
 	}
-	return e.live.observers
+	return nil
 }
 
 func (e *entry[P, T]) followUpLocked() *fetchOp[T] {
-	if e.live == nil {
-		return nil
+	if l := e.liveLocked(); l != nil {
+		return l.followUp
 	}
-	return e.live.followUp
+	return nil
 }
 
 // fetchOp is one fetch: started at once, or as a follow-up when the fetch in
@@ -319,8 +336,8 @@ func (e *entry[P, T]) setLocked(mut func(*snapshot[T]), fresh int) {
 	if fresh == makeFresh {
 		e.markFreshLocked()
 	}
-	if e.live != nil {
-		e.live.lastChange = time.Now()
+	if l := e.liveLocked(); l != nil {
+		l.lastChange = time.Now()
 	}
 	if w := e.q.c.insp.watch.Load(); w != nil { // an inspector is open, or WithHistory (introspect.go)
 		e.noteChange(w, old, n, wasInvalidated, e.dataVer != ver, failed)
@@ -915,7 +932,7 @@ func (e *entry[P, T]) abandonLocked(op *fetchOp[T], cause error) {
 // else 0.
 func (e *entry[P, T]) nextLocked(now time.Duration) {
 	if next := e.followUpLocked(); next != nil {
-		e.live.followUp = nil
+		e.ext.live.followUp = nil
 		e.startLocked(next, wantWait)
 		return
 	}
@@ -1004,8 +1021,9 @@ func (e *entry[P, T]) unwatchedLocked() {
 }
 
 func (e *entry[P, T]) dropFollowUpLocked(cause error) {
-	f := e.live.followUp
-	e.live.followUp = nil
+	l := e.ext.live
+	f := l.followUp
+	l.followUp = nil
 	f.settled = true
 	if errors.Is(cause, ErrClosed) {
 		f.err = ErrClosed
@@ -1057,12 +1075,12 @@ func (e *entry[P, T]) entryKey() Key {
 	return k
 }
 
-func (e *entry[P, T]) lastUsed() uint64 { return e.lastUse.Load() }
+func (e *entry[P, T]) lastUsed() uint32 { return e.lastUse.Load() }
 
 func (e *entry[P, T]) touch() {
 	c := e.q.c
 	if c.cfg.maxEntries > 0 {
-		if t := c.useClock.Load(); e.lastUse.Load() != t {
+		if t := uint32(c.useClock.Load()); e.lastUse.Load() != t {
 			e.lastUse.Store(t)
 		}
 	}
@@ -1181,7 +1199,11 @@ func (e *entry[P, T]) removeOrReset() bool {
 	if op := e.inflight; op != nil { // cancelled above; marked all the same
 		op.reset = true
 	}
-	e.setLocked(func(s *snapshot[T]) { e.dataVer++; *s = snapshot[T]{fetchStatus: s.fetchStatus}; e.ext = nil }, makeStale)
+	e.setLocked(func(s *snapshot[T]) {
+		e.dataVer++
+		*s = snapshot[T]{fetchStatus: s.fetchStatus}
+		e.setExtLocked(nil, nil)
+	}, makeStale)
 	if e.hasEnabledObserverLocked() {
 		e.refetchLocked(context.Background(), wantObserver)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -479,10 +480,24 @@ func TestGCWaitsForObserversAndFetches(t *testing.T) {
 }
 
 func TestMaxEntriesEvictsLeastRecentlyUsed(t *testing.T) {
+	t.Run("start", func(t *testing.T) { testEvictsLeastRecentlyUsed(t, 0) })
+	// Entries keep the low 32 bits of the use clock: ages must be compared
+	// across the wrap (the recently used entry 0 has the smallest stamp).
+	t.Run("across the use clock's wrap", func(t *testing.T) { testEvictsLeastRecentlyUsed(t, 1<<32-60) })
+}
+
+func testEvictsLeastRecentlyUsed(t *testing.T, clock uint64) {
 	synctest.Test(t, func(t *testing.T) {
 		c := NewClient(WithMaxEntries(20))
 		defer c.Close()
-		q := NewQueryFunc(c, Key{"n"}, func(ctx context.Context, p int) (int, error) { return p * 2, nil }, StaleTime(Forever))
+		c.useClock.Store(clock)
+		var zeroFetches atomic.Int32
+		q := NewQueryFunc(c, Key{"n"}, func(ctx context.Context, p int) (int, error) {
+			if p == 0 {
+				zeroFetches.Add(1)
+			}
+			return p * 2, nil
+		}, StaleTime(Forever))
 		ctx := context.Background()
 		o := q.Use(ctx, 1000)
 		synctest.Wait() // the mount fetch has run
@@ -494,6 +509,7 @@ func TestMaxEntriesEvictsLeastRecentlyUsed(t *testing.T) {
 		}
 		_, ok := q.Peek(0)
 		assert.True(t, ok, "the recently used entry stays")
+		assert.Equal(t, int32(1), zeroFetches.Load(), "the recently used entry was never evicted")
 		_, ok = q.Peek(1000)
 		assert.True(t, ok, "observed entries are never evicted")
 		_, ok = q.Peek(1)

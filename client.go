@@ -1,6 +1,7 @@
 package qcache
 
 import (
+	"cmp"
 	"context"
 	"reflect"
 	"runtime"
@@ -384,15 +385,12 @@ func (c *Client) evict() {
 			return true
 		})
 	}
+	// Oldest first. Entries keep the low 32 bits of the use clock, so ages
+	// are compared, which the wrap does not disturb (an entry unused for
+	// 2³² misses may pass for a young one: the order is a heuristic).
+	now := uint32(c.useClock.Load())
 	slices.SortFunc(candidates, func(a, b anyEntry) int {
-		ua, ub := a.lastUsed(), b.lastUsed()
-		switch {
-		case ua < ub:
-			return -1
-		case ua > ub:
-			return 1
-		}
-		return 0
+		return cmp.Compare(now-b.lastUsed(), now-a.lastUsed())
 	})
 	for _, e := range candidates {
 		if c.entries.Load() <= target {

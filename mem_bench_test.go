@@ -152,4 +152,40 @@ func BenchmarkMiss(b *testing.B) {
 			}
 		}
 	})
+	// The hand-written equivalent of a Get with a cancellable context:
+	// the caller stops waiting at once when its context ends, so the fetch
+	// runs on a goroutine of its own (singleflight.Group.DoChan).
+	b.Run("singleflight-cancellable", func(b *testing.B) {
+		var g singleflight.Group
+		var m sync.Map
+		fetch := func(_ context.Context, k int) (int, error) { return k, nil }
+		get := func(ctx context.Context, k int) (int, error) {
+			if v, ok := m.Load(k); ok {
+				return v.(int), nil
+			}
+			ch := g.DoChan(strconv.Itoa(k), func() (any, error) {
+				v, err := fetch(context.WithoutCancel(ctx), k)
+				if err == nil {
+					m.Store(k, v)
+				}
+				return v, err
+			})
+			select {
+			case r := <-ch:
+				if r.Err != nil {
+					return 0, r.Err
+				}
+				return r.Val.(int), nil
+			case <-ctx.Done():
+				return 0, context.Cause(ctx)
+			}
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if v, err := get(reqCtx, i); err != nil || v != i {
+				b.Fatal(v, err)
+			}
+		}
+	})
 }

@@ -248,7 +248,7 @@ func (q *Query[P, T]) lockedEntryNoGC(p P) (e *entry[P, T], created bool, err er
 				}
 			}
 			ne := newEntry(q, p) // flagNew: no eviction takes it before it is locked below
-			ne.lastUse.Store(c.useClock.Add(1))
+			ne.lastUse.Store(uint32(c.useClock.Add(1)))
 			var loaded bool
 			e, loaded = q.entries.storeMissed(p, ne)
 			if !loaded {
@@ -338,7 +338,7 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 		return zero, fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
 	}
 	q.count(nMisses)
-	e.lastUse.Store(c.useClock.Add(1))
+	e.lastUse.Store(uint32(c.useClock.Add(1)))
 	op := e.joinLocked(ctx, inlineIf(ctx))
 	inline := op.claimInlineLocked()
 	e.mu.Unlock()

@@ -110,7 +110,7 @@ type failure struct {
 	invalidated bool
 }
 
-func (n *snapshot[T]) state(c *Client, x *entryExt) State[T] {
+func (n *snapshot[T]) state(c *Client, x *entryExt[T]) State[T] {
 	s := State[T]{
 		Data:          n.data,
 		HasData:       n.hasData,
@@ -135,12 +135,13 @@ func (n *snapshot[T]) succeed(data T, now time.Duration) {
 }
 
 // entryExt is the part of an entry's state that most entries never have:
-// the last error and its time, and the validators of data from an HTTP
-// answer. It is guarded by the entry's lock (hits never read it), and nil
-// while both are.
-type entryExt struct {
-	failed *failure  // nil until a fetch of the entry first failed
-	meta   *httpMeta // validators and body hash of data from an HTTP answer; nil otherwise
+// the last error and its time, the validators of data from an HTTP answer,
+// and the live part of an observed entry. It is guarded by the entry's
+// lock (hits never read it), and nil while all three are.
+type entryExt[T any] struct {
+	failed *failure      // nil until a fetch of the entry first failed
+	meta   *httpMeta     // validators and body hash of data from an HTTP answer; nil otherwise
+	live   *entryLive[T] // made on first use (lv), kept from then on
 }
 
 // failedLocked returns the entry's failure box, or nil.
@@ -162,10 +163,10 @@ func (e *entry[P, T]) metaLocked() *httpMeta {
 // setExtLocked stores the entry's failure box and meta.
 func (e *entry[P, T]) setExtLocked(failed *failure, meta *httpMeta) {
 	switch {
-	case failed == nil && meta == nil:
+	case failed == nil && meta == nil && e.liveLocked() == nil:
 		e.ext = nil
 	case e.ext == nil:
-		e.ext = &entryExt{failed: failed, meta: meta}
+		e.ext = &entryExt[T]{failed: failed, meta: meta}
 	default:
 		e.ext.failed, e.ext.meta = failed, meta
 	}
