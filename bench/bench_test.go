@@ -274,9 +274,10 @@ func BenchmarkW6Polling(b *testing.B) {
 			name += "/after-deep"
 		}
 		b.Run(name, func(b *testing.B) {
-			var bytes, stack, gs, entry float64
+			var bytes, stack, gs, entry, start float64
 			for range b.N {
 				fp := PollingFootprintAfterDeep(w6Observers, time.Second, deep)
+				start += float64(fp.StartStack)
 				bytes += fp.Bytes
 				stack += fp.Stack
 				gs += fp.Goroutines
@@ -288,6 +289,23 @@ func BenchmarkW6Polling(b *testing.B) {
 			}
 			b.ReportMetric(stack/float64(b.N), "stack-B/observer")
 			b.ReportMetric(gs/float64(b.N), "goroutines/observer")
+			b.ReportMetric(start/float64(b.N), "start-stack-B")
 		})
 	}
+	// The floor: a bare goroutine per subscriber, parked on a channel of
+	// its own (ParkedFootprint), in a fresh process.
+	b.Run("floor", func(b *testing.B) {
+		var bytes, stack, gs, start float64
+		for range b.N {
+			fp := ParkedFootprint(w6Observers, 0)
+			start += float64(fp.StartStack)
+			bytes += fp.Bytes
+			stack += fp.Stack
+			gs += fp.Goroutines
+		}
+		b.ReportMetric(bytes/float64(b.N), "B/observer")
+		b.ReportMetric(stack/float64(b.N), "stack-B/observer")
+		b.ReportMetric(gs/float64(b.N), "goroutines/observer")
+		b.ReportMetric(start/float64(b.N), "start-stack-B")
+	})
 }

@@ -155,3 +155,15 @@ func TestPollingFootprint(t *testing.T) {
 	assert.LessOrEqual(t, fp.Bytes, float64(64<<10), "footprint %+v not plausible", fp)
 	assert.GreaterOrEqual(t, fp.Goroutines, 0.9, "footprint %+v not plausible", fp)
 }
+
+// The W6 floor: one parked goroutine each, ended once woken (goleak, in
+// TestMain, would see them). Their bytes are only bounded above: at 500,
+// stacks freed earlier in the process are reused without growing
+// StackInuse.
+func TestParkedFootprint(t *testing.T) {
+	fp := ParkedFootprint(500, 0)
+	t.Logf("%.0f B/goroutine (%.0f B of stack), start %d B", fp.Bytes, fp.Stack, fp.StartStack)
+	assert.GreaterOrEqual(t, fp.Goroutines, 0.99, "footprint %+v", fp)
+	assert.GreaterOrEqual(t, fp.StartStack, uint64(2048), "footprint %+v", fp)
+	assert.LessOrEqual(t, fp.Bytes, float64(64<<10), "footprint %+v not plausible", fp)
+}

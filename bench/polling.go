@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"runtime"
+	"runtime/metrics"
 	"sync"
 	"time"
 
@@ -17,6 +18,14 @@ type Footprint struct {
 	Goroutines float64 // runtime.NumGoroutine difference per observer
 	Fetches    uint64  // fetches started while the observers ran
 	Entry      float64 // (HeapInuse + StackInuse) per entry made for the observers, before they start
+	StartStack uint64  // the runtime's initial stack size when the goroutines started (adaptive since Go 1.19)
+}
+
+// startStack returns the size new goroutines' stacks start with now.
+func startStack() uint64 {
+	s := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // inUse returns HeapInuse and StackInuse after a full collection (which
@@ -49,17 +58,75 @@ func PollingFootprintAfterDeep(n int, every time.Duration, deep int) Footprint {
 	return pollingFootprint(n, every, deep)
 }
 
-// deepStack uses about depth*300 bytes of stack, then waits for release.
+// deepStack uses about depth*300 bytes of stack, tells ready, then waits
+// for release.
 //
 //go:noinline
-func deepStack(depth int, release <-chan struct{}) byte {
+func deepStack(depth int, ready *sync.WaitGroup, release <-chan struct{}) byte {
 	var pad [256]byte
 	if depth > 0 {
-		pad[depth] = deepStack(depth-1, release)
+		pad[depth] = deepStack(depth-1, ready, release)
 		return pad[depth/2]
 	}
+	ready.Done()
 	<-release
 	return pad[0]
+}
+
+// startDeep starts deep goroutines and returns once all of them wait with
+// deep stacks (so that the next collections scan them so), with the
+// function that releases them and waits for their end.
+func startDeep(deep int) (release func()) {
+	ch := make(chan struct{})
+	var done, ready sync.WaitGroup
+	ready.Add(deep)
+	for range deep {
+		done.Go(func() { deepStack(10, &ready, ch) })
+	}
+	ready.Wait()
+	return func() {
+		close(ch)
+		done.Wait()
+	}
+}
+
+// ParkedFootprint measures the floor under W6, what a goroutine per
+// subscriber costs before any of the subscriber's own state: n goroutines,
+// each parked in a receive on a channel of its own (the smallest way for a
+// goroutine to wait until it is woken), measured as W6 measures observers,
+// after deep other goroutines started (0: none). The runtime keeps a
+// parked goroutine's g record (about 480 bytes), its sudog and its stack.
+func ParkedFootprint(n, deep int) Footprint {
+	defer startDeep(deep)()
+	g0 := runtime.NumGoroutine()
+	h0, s0 := inUse()
+	start := startStack()
+	wake := make([]chan struct{}, n)
+	var parked, ended sync.WaitGroup
+	for i := range wake {
+		wake[i] = make(chan struct{}, 1)
+		parked.Add(1)
+		ended.Add(1)
+		go func(ch <-chan struct{}) {
+			defer ended.Done()
+			parked.Done()
+			<-ch
+		}(wake[i])
+	}
+	parked.Wait()
+	time.Sleep(50 * time.Millisecond) // as W6: let them all reach the receive
+	h1, s1 := inUse()
+	g1 := runtime.NumGoroutine()
+	for _, ch := range wake {
+		ch <- struct{}{}
+	}
+	ended.Wait()
+	return Footprint{
+		Bytes:      (float64(h1+s1) - float64(h0+s0)) / float64(n),
+		Stack:      (float64(s1) - float64(s0)) / float64(n),
+		Goroutines: float64(g1-g0) / float64(n),
+		StartStack: start,
+	}
 }
 
 func pollingFootprint(n int, every time.Duration, deep int) Footprint {
@@ -74,16 +141,11 @@ func pollingFootprint(n int, every time.Duration, deep int) Footprint {
 	}
 	ctx := context.Background()
 	obs := make([]*qcache.Observer[int], 0, n)
-	release := make(chan struct{})
-	var deepDone sync.WaitGroup
-	for range deep {
-		deepDone.Go(func() { deepStack(10, release) })
-	}
-	defer deepDone.Wait()
-	defer close(release)
+	defer startDeep(deep)()
 	g0 := runtime.NumGoroutine()
 	f0 := c.Stats().Fetches
 	h0, s0 := inUse() // its collections set the initial stack size
+	start := startStack()
 	for i := range n {
 		obs = append(obs, q.Use(ctx, i, qcache.RefetchInterval(every)))
 	}
@@ -106,6 +168,7 @@ func pollingFootprint(n int, every time.Duration, deep int) Footprint {
 		Stack:      (float64(s1) - float64(s0)) / float64(n),
 		Goroutines: float64(g1-g0) / float64(n),
 		Fetches:    c.Stats().Fetches - f0,
+		StartStack: start,
 	}
 	if deep == 0 {
 		fp.Entry = (float64(h0+s0) - float64(he+se)) / float64(n)

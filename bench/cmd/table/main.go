@@ -251,6 +251,14 @@ func render(w io.Writer, res results) int {
 		}
 		t.row(run.label, labels[qcache], cell, "", fmt.Sprintf("%.2f goroutines, %.0f B of stack", g, st), target, status)
 	}
+	// The floor under W6: what a goroutine per subscriber costs with no
+	// state of its own (ParkedFootprint), out of the 3 KiB.
+	if b, _, ok := res.get("W6Polling/floor", 0, "B/observer"); ok {
+		st, _, _ := res.get("W6Polling/floor", 0, "stack-B/observer")
+		t.row("W6 floor: a bare goroutine per subscriber, parked on a channel (10,000)", "goroutine + channel",
+			fmt.Sprintf("%.0f B/subscriber", b), "", fmt.Sprintf("%.0f B of stack", st), "",
+			fmt.Sprintf("leaves %.0f B of the 3 KiB for the entry and the observer", 3072-b))
+	}
 	if _, _, ok := res.get("W6Polling/"+qcache, 0, "B/observer"); ok {
 		t.na("W6 footprint per polling observer", "no observers")
 	}

@@ -21,6 +21,7 @@ BenchmarkW2Storm/qcache-2 	    1000	   3821186 ns/op	         2.313 fetch-ms	   
 BenchmarkW3Memory/qcache-2         	       1	1303133961 ns/op	       769.2 B/entry
 BenchmarkW6Polling/qcache-2         	       1	 862396863 ns/op	      3000 B/observer	         1.000 goroutines/observer	      2048 stack-B/observer
 BenchmarkW6Polling/qcache/after-deep-2         	       1	 862396863 ns/op	      3300 B/observer	  3500 B/observer+entry	         1.000 goroutines/observer	      2048 stack-B/observer
+BenchmarkW6Polling/floor-2         	       1	 197694183 ns/op	      2815 B/observer	         1.000 goroutines/observer	      2048 stack-B/observer	      2048 start-stack-B
 BenchmarkCurve/qcache/n=1000000-2 	1	9000000000 ns/op	300.0 B/entry	150.0 hit-ns	2500 miss-ns	100.0 call-ns
 BenchmarkCurve/qcache/n=1000000-2 	1	9000000000 ns/op	310.0 B/entry	170.0 hit-ns	2500 miss-ns	100.0 call-ns
 BenchmarkCurve/qcache/n=10000-2 	1	9000000000 ns/op	100.0 B/entry	50.0 hit-ns	2500 miss-ns	100.0 call-ns
@@ -44,6 +45,7 @@ func TestRender(t *testing.T) {
 		"3000 B/observer",
 		"| 3300 B/observer; 3500 B with its entry |", "| ≤ 3 KiB with its entry | **SHORT**: 1.1× the target |",
 		"| W7 1M entries: memory, hit latency | qcache | 305 B/entry; 160.0 ns/Get |",
+		"| goroutine + channel | 2815 B/subscriber |  | 2048 B of stack |  | leaves 257 B of the 3 KiB for the entry and the observer |",
 	} {
 		assert.Contains(t, out, want, "the table")
 	}
