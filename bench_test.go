@@ -2,6 +2,7 @@ package qcache
 
 import (
 	"context"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"testing"
@@ -47,4 +48,38 @@ func BenchmarkSyncMapLoad(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkGetHitSpread measures Get of fresh data spread over 1,000,000
+// string keys in a random order, one reader: what the CPU cache misses of
+// the map, the entry and its snapshot cost (the entry's layout matters).
+func BenchmarkGetHitSpread(b *testing.B) {
+	const n = 1_000_000
+	c := NewClient()
+	defer c.Close()
+	q := NewQueryFunc(c, Key{"items"}, func(_ context.Context, k string) (string, error) {
+		return k, nil
+	}, StaleTime(Forever), GCTime(Forever))
+	ctx := context.Background()
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "key-" + strconv.Itoa(i)
+		if _, err := q.Get(ctx, keys[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range q.All() { // merges the entry maps: every lookup takes the read map
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if _, err := q.Get(ctx, keys[i]); err != nil {
+			b.Fatal(err)
+		}
+		if i++; i == n {
+			i = 0
+		}
+	}
 }

@@ -46,18 +46,20 @@ type anyEntry interface {
 // flight, the one follow-up fetch, its observers and its timers. Every state
 // change goes through setLocked, which publishes it and notifies observers.
 type entry[P comparable, T any] struct {
-	// The fields an invalidation or a hit reads come first, together (56
-	// bytes: one or two cache lines), so that a prefix invalidation of
-	// thousands of entries misses the cache as few times as it can
-	// (eachLive loads flags and snap, at either end, ahead). The four
-	// 4-byte fields fill two words; with a P of up to two words (a string)
-	// the entry fills the 80-byte size class (TestEntryStaysOneSizeClass).
+	// What a hit reads, flags and snap, comes first: 16 bytes, which lie in
+	// one cache line wherever the 80-byte size class places the entry (at
+	// a multiple of 16), as do gcQueued and dataVer beside them, so that a
+	// hit, and each match of a prefix invalidation, misses the cache once.
+	// The four 4-byte fields fill two words; with a P of up to two words
+	// (a string) the entry fills the 80-byte size class
+	// (TestEntryStaysOneSizeClass).
 
 	// Read without the lock, on the hit path.
 	flags atomic.Uint32 // flagFresh, flagGone, flagNew, flagInvalidated and the fresh generation
 	// gcQueued is the entry's place in its query's gc heap plus one (0: not
 	// there), guarded by the heap's lock.
 	gcQueued int32
+	snap     atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change; read on the hit path
 	// dataVer is advanced whenever Data changes, for Update: only equality
 	// is asked, so it wraps harmlessly. What a fetch in flight must know of
 	// the invalidations, SetData calls and resets that came after it started
@@ -73,9 +75,8 @@ type entry[P comparable, T any] struct {
 	inflight *fetchOp[T]
 	// ext holds the error, the HTTP meta and the live part (observers);
 	// nil until the entry has one of them.
-	ext  *entryExt[T]
-	snap atomic.Pointer[snapshot[T]] // the state, replaced whole under mu on every change; read on the hit path
-	p    P                           // the entry's key is derived from it on demand (entryKey): a stored Key cost 56 bytes an entry
+	ext *entryExt[T]
+	p   P // the entry's key is derived from it on demand (entryKey): a stored Key cost 56 bytes an entry
 	// gcAt is when gc removes the entry, as the gc queue counts; 0 while it
 	// is not due. Written under mu and the query's gc heap lock both.
 	gcAt time.Duration

@@ -298,9 +298,9 @@ func (m *entryMap[P, T]) eachByKey(static, key Key, exact bool, yield func(*entr
 // eachLive calls yield for the entries of buf that are not gone, until it
 // returns false. The matches of a filter are seldom in the CPU's caches,
 // and each yield takes the entry's lock, which waits for the memory loads
-// before it: so the first fields of a chunk of entries (flags, and snap at
-// the end of those an invalidation reads) are loaded first, together, their
-// cache misses overlapping, and then the chunk is yielded to.
+// before it: so the first fields of a chunk of entries (flags and snap,
+// in one cache line) are loaded first, together, their cache misses
+// overlapping, and then the chunk is yielded to.
 func eachLive[P comparable, T any](buf []*entry[P, T], yield func(*entry[P, T]) bool) {
 	const chunk = 16
 	for len(buf) > 0 {
