@@ -305,7 +305,11 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 	if err != nil {
 		return zero, err
 	}
-	if created && ctx.Err() != nil {
+	// ctx is looked at once: a context that ends between two looks (its
+	// deadline passing meanwhile) would leave a new entry with neither a
+	// fetch nor a gc deadline.
+	ended := ctx.Err() != nil
+	if created && ended {
 		// No fetch will start: the new entry's gc clock does. (A new entry
 		// is neither fresh nor has data or an error, so every other way
 		// below starts one.)
@@ -320,7 +324,7 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 	}
 	if cur := e.snap.Load(); q.cfg.swr && cur.hasData {
 		data := cur.data
-		if ctx.Err() == nil { // an ended context starts no fetch
+		if !ended { // an ended context starts no fetch
 			e.joinLocked(ctx, wantPin)
 		}
 		e.mu.Unlock()
@@ -333,7 +337,7 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 		q.hits.add()
 		return zero, err
 	}
-	if ctx.Err() != nil {
+	if ended {
 		e.mu.Unlock()
 		return zero, fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
 	}
