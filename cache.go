@@ -1303,7 +1303,9 @@ func (e *entry[P, T]) gcDue(at time.Duration) {
 // retryDelay is the wait before retry n (0 for the first): Retry-After when
 // the server sent one, else the query's RetryDelay or the default backoff,
 // at most MaxRetryDelay. It reports false when the server asked for longer
-// than MaxRetryDelay: the fetch then fails rather than park the entry.
+// than MaxRetryDelay, or when RetryDelay panicked (which is logged, as a
+// hook's panic is, since it runs on the fetch's goroutine): the fetch then
+// fails rather than park the entry.
 func (q *Query[P, T]) retryDelay(n int, err error) (time.Duration, bool) {
 	var he *HTTPError
 	if errors.As(err, &he) {
@@ -1311,8 +1313,10 @@ func (q *Query[P, T]) retryDelay(n int, err error) (time.Duration, bool) {
 			return d, within
 		}
 	}
-	if q.cfg.retryDelay != nil {
-		return min(max(q.cfg.retryDelay(n, err), 0), q.cfg.maxRetryDelay), true
+	if f := q.cfg.retryDelay; f != nil {
+		d, ok := time.Duration(0), false
+		q.c.callHook("RetryDelay", func() { d, ok = f(n, err), true })
+		return min(max(d, 0), q.cfg.maxRetryDelay), ok
 	}
 	return backoff.Exponential(n, time.Second, q.cfg.maxRetryDelay), true
 }

@@ -211,7 +211,8 @@ func Retry(n int) QueryOption {
 // first retry, 1 before the second, and so on. The default is
 // min(1s·2^failureCount, MaxRetryDelay), without jitter. A Retry-After header
 // on the failed response takes precedence. Every delay is capped at
-// MaxRetryDelay.
+// MaxRetryDelay. A RetryDelay that panics gives the retry up: the fetch
+// fails with the error it retried, and the panic is logged.
 func RetryDelay(f func(failureCount int, err error) time.Duration) QueryOption {
 	return func(c *queryConfig) { c.retryDelay = f }
 }
