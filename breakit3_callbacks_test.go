@@ -72,12 +72,13 @@ func (i b3Item) Validate() error {
 // the process lives": a T whose Validate panics on an answer it did not
 // expect fails that fetch (attempt recovers it). The same value arriving
 // from another replica as SetData (bus.go Apply → setJSON → decodeValue →
-// validate) is validated with no recover, on the bus's goroutine: one
-// replica's SetData of a value its own code accepted ends the process of
-// every other replica that holds the key. The test runs two replicas in a
-// child process and asks that it live.
-func TestBreak3PanickingValidateOfABusSetDataEndsTheProcess(t *testing.T) {
-	// t.Skip("known failure: a T whose Validate panics ends the process when its value comes through the Bus")
+// validate) was validated with no recover, on the bus's goroutine: one
+// replica's SetData of a value its own code accepted ended the process of
+// every other replica that holds the key. validate now recovers, and the
+// value is refused as an invalid one is. The test runs two replicas in a
+// child process, which would die otherwise, and checks that B kept its
+// own value.
+func TestBreak3PanickingValidateOfABusSetDataLeavesTheProcess(t *testing.T) {
 	if os.Getenv("QCACHE_BREAK3_CHILD") == "busvalidate" {
 		bus := new(MemoryBus)
 		fetch := func(ctx context.Context, p string) (b3Item, error) { return b3Item{}, errors.New("unused") }
@@ -92,13 +93,18 @@ func TestBreak3PanickingValidateOfABusSetDataEndsTheProcess(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		qa.SetData("1", b3Item{}) // no owner: B's Validate panics on it
 		time.Sleep(300 * time.Millisecond)
+		v, _ := qb.Peek("1")
 		_, _ = a.Close(), b.Close()
+		if v.Owner == nil || v.Owner.Name != "x" {
+			fmt.Printf("B holds %+v after the refused value\n", v)
+			os.Exit(3)
+		}
 		os.Exit(0)
 	}
 	if testing.Short() {
 		t.Skip("runs a child process")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBreak3PanickingValidateOfABusSetDataEndsTheProcess$", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBreak3PanickingValidateOfABusSetDataLeavesTheProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "QCACHE_BREAK3_CHILD=busvalidate")
 	out, err := cmd.CombinedOutput()
 	assert.NoError(t, err, "the process died:\n%.600s", out)

@@ -315,7 +315,15 @@ var bodySeed = maphash.MakeSeed()
 func hash64(b []byte) uint64 { return maphash.Bytes(bodySeed, b) }
 
 // validate calls Validate on v or *v when the type has it.
-func validate[T any](v *T) error {
+func validate[T any](v *T) (err error) {
+	// Validate is user code, run on a fetch's goroutine or the bus's: its
+	// panic fails the value, as a panicking fetch function fails the fetch
+	// (a value from another replica must not end this process).
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("Validate panicked: %v", r)
+		}
+	}()
 	if val, ok := any(*v).(validator); ok {
 		if isNilPointer(val) {
 			return nil
