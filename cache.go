@@ -22,7 +22,10 @@ type anyEntry interface {
 	// entry was last used.
 	lastUsed() uint32
 	evictable() bool
+	// evict removes the entry when it may be evicted, and reports whether
+	// it did; the caller runs the Evicted hook (evicted) outside its locks.
 	evict() bool
+	evicted(reason EvictReason)
 	// invalidate marks the entry stale and, when rt asks for it, starts an
 	// explicit refetch; the returned function waits for that refetch (nil
 	// when none started).
@@ -1078,14 +1081,19 @@ func (e *entry[P, T]) entryKey() Key {
 
 func (e *entry[P, T]) lastUsed() uint32 { return e.lastUse.Load() }
 
+// touch stamps the entry as used by a hit, for WithMaxEntries' LRU order.
+// The use clock advances on every use of an entry other than the last one
+// used, so no two entries share a stamp; a key hit again and again writes
+// nothing.
 func (e *entry[P, T]) touch() {
 	c := e.q.c
-	if c.cfg.maxEntries > 0 {
-		if t := uint32(c.useClock.Load()); e.lastUse.Load() != t {
-			e.lastUse.Store(t)
-		}
+	if c.cfg.maxEntries > 0 && e.lastUse.Load() != uint32(c.useClock.Load()) {
+		e.stamp()
 	}
 }
+
+// stamp marks the entry as the one used last (a miss, Fetch, a hit).
+func (e *entry[P, T]) stamp() { e.lastUse.Store(uint32(e.q.c.useClock.Add(1))) }
 
 func (e *entry[P, T]) hasEnabledObserverLocked() bool {
 	for _, o := range e.observersLocked() {
@@ -1249,9 +1257,8 @@ func (e *entry[P, T]) evict() bool {
 	e.mu.Unlock()
 	if removed {
 		e.q.count(nEvictions)
-		e.evicted(EvictMaxEntries)
 	}
-	return true
+	return removed
 }
 
 // evicted calls the Evicted hook; e.mu is not held.

@@ -37,7 +37,7 @@ type Client struct {
 
 	gc       gcQueue
 	entries  atomic.Int64
-	useClock atomic.Uint64 // advanced on every miss; entries remember it when used, for LRU eviction
+	useClock atomic.Uint64 // advanced on every use of an entry but the last used; entries keep it (stamp), for LRU eviction
 
 	n         counters // the sums of the queries' counters; hits are summed when read
 	overBound atomic.Uint64
@@ -368,10 +368,21 @@ func (c *Client) evict() {
 	if c.entries.Load() < c.evictAgain.Load() {
 		return
 	}
+	// The Evicted hooks run once evictMu is released (hooks run outside
+	// every lock of the cache): one that inserts, to keep a key warm, runs
+	// evict again.
+	for _, e := range c.evictLocked(max) {
+		e.evicted(EvictMaxEntries)
+	}
+}
+
+// evictLocked is evict's pass under evictMu; it returns the entries it
+// removed, whose Evicted hooks the caller runs.
+func (c *Client) evictLocked(max int64) (removed []anyEntry) {
 	c.evictMu.Lock()
 	defer c.evictMu.Unlock()
 	if n := c.entries.Load(); n <= max || n < c.evictAgain.Load() {
-		return // another inserter evicted, or found nothing to evict, meanwhile
+		return nil // another inserter evicted, or found nothing to evict, meanwhile
 	}
 	queries := c.queryList()
 
@@ -396,11 +407,14 @@ func (c *Client) evict() {
 		if c.entries.Load() <= target {
 			break
 		}
-		e.evict() // counts itself
+		if e.evict() { // counts itself
+			removed = append(removed, e)
+		}
 	}
 	if n := c.entries.Load(); n > max {
 		c.evictAgain.Store(n + max/20 + 1)
 	} else {
 		c.evictAgain.Store(0)
 	}
+	return removed
 }

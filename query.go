@@ -248,7 +248,7 @@ func (q *Query[P, T]) lockedEntryNoGC(p P) (e *entry[P, T], created bool, err er
 				}
 			}
 			ne := newEntry(q, p) // flagNew: no eviction takes it before it is locked below
-			ne.lastUse.Store(uint32(c.useClock.Add(1)))
+			ne.stamp()
 			var loaded bool
 			e, loaded = q.entries.storeMissed(p, ne)
 			if !loaded {
@@ -315,7 +315,6 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 		// below starts one.)
 		e.scheduleGCLocked()
 	}
-	c := q.c
 	if e.freshLocked() {
 		data := e.snap.Load().data
 		e.mu.Unlock()
@@ -342,7 +341,7 @@ func (q *Query[P, T]) getSlow(ctx context.Context, p P) (T, error) {
 		return zero, fmt.Errorf("qcache: %s: %w", e.keyText(), context.Cause(ctx))
 	}
 	q.count(nMisses)
-	e.lastUse.Store(uint32(c.useClock.Add(1)))
+	e.stamp()
 	op := e.joinLocked(ctx, inlineIf(ctx))
 	inline := op.claimInlineLocked()
 	e.mu.Unlock()
@@ -397,6 +396,7 @@ func (q *Query[P, T]) Fetch(ctx context.Context, p P) (T, error) {
 	if err != nil {
 		return zero, err
 	}
+	e.stamp() // a read, as Get's: the entry is the one used last
 	op := e.refetchLocked(ctx, inlineIf(ctx))
 	op.direct = true
 	inline := op.claimInlineLocked()
