@@ -39,6 +39,9 @@ func addSat(a, b time.Duration) time.Duration {
 // now is the time since the epoch, never 0 (0 means "no deadline").
 func (g *gcQueue) now() time.Duration { return time.Since(g.epoch) + 1 }
 
+// clockAt is what now read, reads or will read at t.
+func (g *gcQueue) clockAt(t time.Time) time.Duration { return t.Sub(g.epoch) + 1 }
+
 // gcTarget is a deadline's owner as the gc queue sees it: a query's heap
 // of entries, or an observer's interval tick. gcPos is its place in the
 // heap plus one (0: not queued), guarded by the queue's lock. gcDue is

@@ -418,7 +418,10 @@ func (o *Observer[T]) outLocked(s *State[T]) {
 
 // poller is the interval state of an observer's steps.
 type poller struct {
-	lastTick time.Time     // when the last tick fired (or polling was switched on)
+	// lastTick is when the last tick fired (or polling was switched on),
+	// on the deadline queue's clock (gcQueue.now): 8 bytes where a
+	// time.Time took 24 and the observer one size class more.
+	lastTick time.Duration
 	prev     time.Duration // the interval in force; 0 when not polling
 }
 
@@ -539,7 +542,8 @@ func (o *Observer[T]) tick() {
 // stepMu.
 func (o *Observer[T]) arm() {
 	p := &o.p
-	lastChange := o.src.lastChange()
+	g := &o.c.gc
+	lastChange := g.clockAt(o.src.lastChange())
 	o.mu.Lock()
 	cfg, f := o.cfg, o.interval
 	o.mu.Unlock()
@@ -552,25 +556,17 @@ func (o *Observer[T]) arm() {
 	}
 	if p.prev == 0 && d > 0 {
 		// Polling (re)starts now: the first tick is one interval away.
-		p.lastTick = time.Now()
+		p.lastTick = g.now()
 	}
 	p.prev = d
-	g := &o.c.gc
 	if d == 0 {
 		g.unschedule(o)
 		return
 	}
-	// Due at the later of the two plus d, as an offset from the queue's
-	// epoch plus one (gcQueue.now): the queue fires it when now reaches
-	// that instant, to the nanosecond, as a timer set for it would.
-	g.schedule(o, addSat(later(lastChange, p.lastTick).Sub(g.epoch)+1, d))
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
+	// Due d after the later of the two, on the queue's clock: the queue
+	// fires it when its clock reaches that reading, to the nanosecond, as
+	// a timer set for the instant would.
+	g.schedule(o, addSat(max(lastChange, p.lastTick), d))
 }
 
 // askInterval calls the RefetchIntervalFunc; a panic in it stops polling
@@ -596,12 +592,13 @@ func (o *Observer[T]) handle(ev uint32) bool {
 	cfg := o.cfg
 	o.mu.Unlock()
 	if ev&evTick != 0 && p.prev > 0 {
-		changed := o.src.lastChange()
+		g := &o.c.gc
+		changed := g.clockAt(o.src.lastChange())
 		// The tick is due the interval after the later of the entry's last
 		// change and the last tick. A tick that comes earlier (the entry
 		// changed after it was queued, by another observer's tick, say)
 		// only queues the next one.
-		if now := time.Now(); !now.Before(later(changed, p.lastTick).Add(p.prev)) {
+		if now := g.now(); now >= addSat(max(changed, p.lastTick), p.prev) {
 			p.lastTick = now
 			if o.enabled() && (cfg.background || o.c.focused.Load()) {
 				o.src.autoFetch()
