@@ -521,7 +521,12 @@ func (o *Observer[T]) gcPos() *int32 { return &o.tickPos }
 // items one after another on its one goroutine, and a tick may ask a
 // RefetchIntervalFunc (user code) or wait for stepMu behind a step: the
 // tick runs on a goroutine of its own, as a timer's function would.
-func (o *Observer[T]) gcDue(time.Duration) { go runOwned(o.tick) }
+func (o *Observer[T]) gcDue(time.Duration) { go o.tickOwned() }
+
+// tickOwned is the tick's goroutine: one allocation per tick (o, for the
+// go statement), where go runOwned(o.tick) made a second for the method
+// value.
+func (o *Observer[T]) tickOwned() { runOwned(o.tick) }
 
 // tick runs the tick's step on its own short-lived goroutine (see gcDue),
 // like every step: waking the observer's goroutine to start one would
