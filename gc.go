@@ -6,11 +6,13 @@ import (
 	"time"
 )
 
-// gcQueue holds the deadlines of a client's queries in a min-heap served
-// by one timer: a timer per entry would cost more than the rest of an
-// entry's bookkeeping. Each query orders its own idle entries in an
-// entryHeap, and its fresh entries in a staleHeap (stale.go), each queued
-// here for its earliest deadline.
+// gcQueue holds the deadlines of a client's queries and observers in a
+// min-heap served by one timer: a timer per entry would cost more than the
+// rest of an entry's bookkeeping, and one per polling observer 156 bytes.
+// Each query orders its own idle entries in an entryHeap, and its fresh
+// entries in a staleHeap (stale.go), each queued here for its earliest
+// deadline; each polling observer queues its next interval tick here
+// (refetch.go).
 type gcQueue struct {
 	epoch   time.Time // deadlines are offsets from it: 8 bytes instead of a time.Time's 24
 	mu      sync.Mutex
@@ -37,8 +39,14 @@ func addSat(a, b time.Duration) time.Duration {
 // now is the time since the epoch, never 0 (0 means "no deadline").
 func (g *gcQueue) now() time.Duration { return time.Since(g.epoch) + 1 }
 
-// gcTarget is an entry as the gc queue sees it. gcPos is the entry's place in
-// the heap plus one (0: not queued), guarded by the queue's lock.
+// clockAt is what now read, reads or will read at t.
+func (g *gcQueue) clockAt(t time.Time) time.Duration { return t.Sub(g.epoch) + 1 }
+
+// gcTarget is a deadline's owner as the gc queue sees it: a query's heap
+// of entries, or an observer's interval tick. gcPos is its place in the
+// heap plus one (0: not queued), guarded by the queue's lock. gcDue is
+// called once it is due and out of the queue, on the queue's goroutine
+// and in turn with the other items due: it must not block.
 type gcTarget interface {
 	gcPos() *int32
 	gcDue(at time.Duration)
@@ -60,6 +68,21 @@ func (g *gcQueue) schedule(e gcTarget, at time.Duration) {
 		*e.gcPos() = int32(len(g.items))
 		heapUp(g, len(g.items)-1)
 	}
+	g.armLocked()
+}
+
+// reschedule moves e to d from now when it is queued, and does nothing
+// when it is not.
+func (g *gcQueue) reschedule(e gcTarget, d time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	pos := *e.gcPos()
+	if pos == 0 {
+		return
+	}
+	i := int(pos - 1)
+	g.items[i].at = addSat(g.now(), d)
+	heapFix(g, i)
 	g.armLocked()
 }
 
@@ -121,7 +144,7 @@ func (g *gcQueue) armLocked() {
 	}
 }
 
-// fire takes the entries that are due out of the queue and tells them.
+// fire takes the items that are due out of the queue and tells them.
 func (g *gcQueue) fire() {
 	g.mu.Lock()
 	due := g.popDueLocked(g.now())

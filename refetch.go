@@ -36,10 +36,11 @@ type Observer[T any] struct {
 
 	// The goroutine sleeps on wake; what woke it is in events, the end of
 	// its step included (evStepped, with the result in stepOK). One
-	// channel and a timer without one keep an idle observer small. (A
-	// semaphore on a mutex would be 100 bytes smaller, but a goroutine
-	// blocked on a mutex is not durably blocked: it would stop the clock
-	// of every testing/synctest bubble that holds an observer.)
+	// channel, and a tick in the client's deadline queue instead of a
+	// timer, keep an idle observer small. (A semaphore on a mutex would be
+	// 100 bytes smaller, but a goroutine blocked on a mutex is not durably
+	// blocked: it would stop the clock of every testing/synctest bubble
+	// that holds an observer.)
 	wake   chan struct{}
 	events atomic.Uint32
 
@@ -55,16 +56,20 @@ type Observer[T any] struct {
 	wg sync.WaitGroup
 
 	// Steps run one at a time: the goroutine's, and the interval ticks,
-	// which run on the timer's own goroutine.
+	// which run on goroutines of their own (see gcDue).
 	stepMu sync.Mutex
-	p      poller      // guarded by stepMu
-	timer  *time.Timer // fires the interval tick; created on first use; written under stepMu and mu
+	p      poller // guarded by stepMu
+	// tickPos is the place of the observer's next interval tick in the
+	// client's deadline queue (gc.go) plus one, 0 while none is queued;
+	// guarded by the queue's lock. A *time.Timer per observer cost 156
+	// bytes with its function; a place in the queue costs 28.
+	tickPos int32
 }
 
 // Observer events, bits of Observer.events.
 const (
 	evChange    = 1 << iota // the entry's state or the options changed
-	evTick                  // the interval timer fired
+	evTick                  // the interval tick is due
 	evFocus                 // the client regained focus
 	evReconnect             // the client came back online
 	evRemount               // the mount
@@ -373,10 +378,12 @@ func (o *Observer[T]) deliverLocked(s *State[T], gen uint64, last *notifyMark, c
 		o.ch <- *s
 	}
 	reask = o.interval != nil
-	if changed && !reask && o.timer != nil && o.cfg.enabled && o.cfg.interval > 0 {
-		// A fixed interval counts from this change, which is now: the tick
-		// moves to one interval from now, without a step.
-		o.timer.Reset(o.cfg.interval)
+	if changed && !reask && o.cfg.enabled && o.cfg.interval > 0 {
+		// A fixed interval counts from this change, which is now: a queued
+		// tick moves to one interval from now, without a step. One that is
+		// not queued is being handled, or polling is off or over: the
+		// step that queues it next counts from this change itself.
+		o.c.gc.reschedule(o, o.cfg.interval)
 	}
 	return reask
 }
@@ -411,7 +418,10 @@ func (o *Observer[T]) outLocked(s *State[T]) {
 
 // poller is the interval state of an observer's steps.
 type poller struct {
-	lastTick time.Time     // when the last tick fired (or polling was switched on)
+	// lastTick is when the last tick fired (or polling was switched on),
+	// on the deadline queue's clock (gcQueue.now): 8 bytes where a
+	// time.Time took 24 and the observer one size class more.
+	lastTick time.Duration
 	prev     time.Duration // the interval in force; 0 when not polling
 }
 
@@ -424,13 +434,13 @@ type poller struct {
 // one entry share one fetch per interval.
 //
 // The goroutine itself only waits: the mount runs on Use's caller (see
-// mountLocked), and each later step (events, re-arming the timer) on a
+// mountLocked), and each later step (events, queuing the next tick) on a
 // short-lived goroutine while it waits for the result.
 // Starting a fetch takes a deep stack, and a stack that grew once stays
 // grown (the runtime shrinks only stacks that are mostly unused), so this
 // keeps an idle observer at the minimum stack size. Ticks do not wake it:
-// they run on the timer's own goroutine (see tick), and a state change
-// moves a fixed interval's timer without a step (see deliver). Of 10,000
+// they run on a goroutine of their own (see gcDue), and a state change
+// moves a fixed interval's tick without a step (see deliver). Of 10,000
 // observers ticking in the same millisecond, each tick then starts one
 // goroutine besides its fetch, where it started up to four and woke the
 // observer's goroutine up to three times.
@@ -457,7 +467,7 @@ func (o *Observer[T]) run() {
 	}
 }
 
-// step handles ev and re-arms the timer on a goroutine of its own, and
+// step handles ev and queues the next tick on a goroutine of its own, and
 // reports false when the observer must end. It waits on wake, as the
 // goroutine does between steps, for evStepped: events that come meanwhile
 // stay in events for the next step.
@@ -480,7 +490,7 @@ func (o *Observer[T]) step(ev uint32) bool {
 }
 
 // mountLocked is the mount's step (the fetch per RefetchOnMount, and the
-// first arming of the timer). Use runs it on its caller's goroutine, as Get
+// first tick queued). Use runs it on its caller's goroutine, as Get
 // starts its fetch, holding stepMu from before the observer's goroutine
 // starts, so that the goroutine's first step and its end come after it.
 // Starting the mount on a goroutine of its own would leave one more
@@ -488,8 +498,8 @@ func (o *Observer[T]) step(ev uint32) bool {
 // every goroutine that was alive at one time, and thousands of observers
 // start together); on the observer's goroutine it would grow its stack.
 // A RefetchIntervalFunc is user code that may wait for Use to return:
-// with one, the timer is armed by the goroutine's first step, as after
-// every change.
+// with one, the first tick is queued by the goroutine's first step, as
+// after every change.
 func (o *Observer[T]) mountLocked() {
 	o.handle(evRemount)
 	o.mu.Lock()
@@ -502,10 +512,26 @@ func (o *Observer[T]) mountLocked() {
 	o.arm()
 }
 
-// tick is the interval timer's function. It runs the tick's step on the
-// timer's goroutine, which is short-lived like every step's: waking the
-// observer's goroutine to start one would double the goroutines that
-// thousands of observers ticking together queue behind.
+// gcPos makes the observer's interval tick an item of the client's deadline
+// queue (gc.go), which serves thousands of observers' ticks, and the
+// entries' deadlines, with one runtime timer.
+func (o *Observer[T]) gcPos() *int32 { return &o.tickPos }
+
+// gcDue is the queue's call when the tick is due. The queue calls its due
+// items one after another on its one goroutine, and a tick may ask a
+// RefetchIntervalFunc (user code) or wait for stepMu behind a step: the
+// tick runs on a goroutine of its own, as a timer's function would.
+func (o *Observer[T]) gcDue(time.Duration) { go o.tickOwned() }
+
+// tickOwned is the tick's goroutine: one allocation per tick (o, for the
+// go statement), where go runOwned(o.tick) made a second for the method
+// value.
+func (o *Observer[T]) tickOwned() { runOwned(o.tick) }
+
+// tick runs the tick's step on its own short-lived goroutine (see gcDue),
+// like every step: waking the observer's goroutine to start one would
+// double the goroutines that thousands of observers ticking together queue
+// behind.
 func (o *Observer[T]) tick() {
 	o.stepMu.Lock()
 	defer o.stepMu.Unlock()
@@ -516,11 +542,13 @@ func (o *Observer[T]) tick() {
 	o.arm()
 }
 
-// arm computes when the next tick is due and sets the timer for it; the
-// caller holds stepMu.
+// arm computes when the next tick is due and queues it in the client's
+// deadline queue, or takes it out when polling is off; the caller holds
+// stepMu.
 func (o *Observer[T]) arm() {
 	p := &o.p
-	lastChange := o.src.lastChange()
+	g := &o.c.gc
+	lastChange := g.clockAt(o.src.lastChange())
 	o.mu.Lock()
 	cfg, f := o.cfg, o.interval
 	o.mu.Unlock()
@@ -533,30 +561,17 @@ func (o *Observer[T]) arm() {
 	}
 	if p.prev == 0 && d > 0 {
 		// Polling (re)starts now: the first tick is one interval away.
-		p.lastTick = time.Now()
+		p.lastTick = g.now()
 	}
 	p.prev = d
 	if d == 0 {
-		if o.timer != nil {
-			o.timer.Stop()
-		}
+		g.unschedule(o)
 		return
 	}
-	wait := max(time.Until(later(lastChange, p.lastTick).Add(d)), 0)
-	o.mu.Lock() // deliver reads timer under mu
-	if o.timer == nil {
-		o.timer = time.AfterFunc(wait, func() { runOwned(o.tick) })
-	} else {
-		o.timer.Reset(wait)
-	}
-	o.mu.Unlock()
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
+	// Due d after the later of the two, on the queue's clock: the queue
+	// fires it when its clock reaches that reading, to the nanosecond, as
+	// a timer set for the instant would.
+	g.schedule(o, addSat(max(lastChange, p.lastTick), d))
 }
 
 // askInterval calls the RefetchIntervalFunc; a panic in it stops polling
@@ -582,12 +597,13 @@ func (o *Observer[T]) handle(ev uint32) bool {
 	cfg := o.cfg
 	o.mu.Unlock()
 	if ev&evTick != 0 && p.prev > 0 {
-		changed := o.src.lastChange()
+		g := &o.c.gc
+		changed := g.clockAt(o.src.lastChange())
 		// The tick is due the interval after the later of the entry's last
-		// change and the last tick. A timer that fires earlier (the entry
-		// changed after it was set, by another observer's tick, say) only
-		// re-arms.
-		if now := time.Now(); !now.Before(later(changed, p.lastTick).Add(p.prev)) {
+		// change and the last tick. A tick that comes earlier (the entry
+		// changed after it was queued, by another observer's tick, say)
+		// only queues the next one.
+		if now := g.now(); now >= addSat(max(changed, p.lastTick), p.prev) {
 			p.lastTick = now
 			if o.enabled() && (cfg.background || o.c.focused.Load()) {
 				o.src.autoFetch()
@@ -634,26 +650,22 @@ func (o *Observer[T]) eventFetch(t Trigger) {
 }
 
 // cleanup detaches the observer from its entry (starting the entry's gc
-// clock when it was the last) and the client, stops its timer and closes
-// Changes.
+// clock when it was the last) and the client, takes its tick out of the
+// client's deadline queue and closes Changes.
 func (o *Observer[T]) cleanup() {
 	o.flags.Or(obsEnded)
 	// Stopped first, under stepMu: a tick that runs after this does
 	// nothing, so none can start a fetch between the detach below (which
-	// cancels what nobody wants any more) and the end.
+	// cancels what nobody wants any more) and the end. Only a step queues
+	// a tick (arm, under stepMu, and none runs after this); a deliver
+	// before the detach only moves a tick that is queued: once out here,
+	// the tick stays out.
 	o.stepMu.Lock()
 	o.stopped = true
-	if o.timer != nil {
-		o.timer.Stop()
-	}
+	o.c.gc.unschedule(o)
 	o.stepMu.Unlock()
 	o.Changes() // made before the detach, it holds the last state the observer saw
 	o.src.detach()
-	o.mu.Lock() // a deliver before the detach may have re-armed the timer
-	if o.timer != nil {
-		o.timer.Stop()
-	}
-	o.mu.Unlock()
 	o.c.removeObserver(o)
 	o.mu.Lock()
 	o.chClosed = true

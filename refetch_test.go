@@ -477,3 +477,133 @@ func TestUseStartsOneGoroutine(t *testing.T) {
 	}
 	assert.Less(t, got, uint64(n+n/2), "one goroutine per observer (a mount step on a goroutine of its own made it two)")
 }
+
+// TestTickInstantsAreExact pins, to the nanosecond of virtual time, when
+// interval ticks start their fetches, and the deadline each one is queued
+// for in the client's deadline queue (an offset from its epoch plus one):
+// no fetch starts 1 ns before it is due, and one starts when it is. The
+// durations are odd on purpose: a deadline rounded or off by one shows.
+func TestTickInstantsAreExact(t *testing.T) {
+	const took = 100*time.Millisecond + 3*time.Nanosecond
+	t.Run("fixed", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			const d = time.Second + 7*time.Nanosecond
+			src := newSource(slowValue(took))
+			c, q := newFuncQuery(t, src)
+			o := q.Use(context.Background(), "a", RefetchInterval(d))
+			defer o.Close()
+			synctest.Wait()
+			assert.Equal(t, []time.Duration{0}, src.starts(), "the mount")
+			time.Sleep(took)
+			synctest.Wait()
+			assertQueuedTick(t, c, src, o, took+d)
+			expectFetchAt(t, src, took+d)
+			expectFetchAt(t, src, 2*(took+d))
+		})
+	})
+	t.Run("moved by a change", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			const d = time.Second + 7*time.Nanosecond
+			src := newSource(slowValue(took))
+			c, q := newFuncQuery(t, src)
+			o := q.Use(context.Background(), "a", RefetchInterval(d))
+			defer o.Close()
+			time.Sleep(took + 300*time.Millisecond + 11*time.Nanosecond)
+			at := time.Since(src.t0)
+			q.SetData("a", "pushed") // the tick due at took+d moves to at+d
+			synctest.Wait()
+			assertQueuedTick(t, c, src, o, at+d)
+			expectFetchAt(t, src, at+d)
+			expectFetchAt(t, src, at+d+took+d)
+
+			time.Sleep(time.Second)
+			o.SetOptions(RefetchInterval(0))
+			synctest.Wait()
+			assertQueuedTick(t, c, src, o, 0)
+			time.Sleep(time.Minute)
+			assert.Len(t, src.starts(), 3, "polling switched off")
+			time.Sleep(13 * time.Nanosecond)
+			at = time.Since(src.t0)
+			o.SetOptions(RefetchInterval(d)) // the first tick is one interval away
+			synctest.Wait()
+			assertQueuedTick(t, c, src, o, at+d)
+			expectFetchAt(t, src, at+d)
+		})
+	})
+	t.Run("RefetchIntervalFunc", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			// 1 s + 4 ns for "v<n>:a", 1.75 s + 7 ns for "pushed!"; no
+			// polling before the first data.
+			const unit = 250*time.Millisecond + time.Nanosecond
+			src := newSource(slowValue(took))
+			c, q := newFuncQuery(t, src)
+			o := q.Use(context.Background(), "a", q.RefetchIntervalFunc(func(s State[string]) time.Duration {
+				return time.Duration(len(s.Data)) * unit
+			}))
+			defer o.Close()
+			d := 4 * unit
+			time.Sleep(took)
+			synctest.Wait()
+			assertQueuedTick(t, c, src, o, took+d)
+			expectFetchAt(t, src, took+d)
+			expectFetchAt(t, src, 2*(took+d))
+			time.Sleep(took + 500*time.Millisecond + 17*time.Nanosecond)
+			at := time.Since(src.t0)
+			q.SetData("a", "pushed!")
+			synctest.Wait()
+			assertQueuedTick(t, c, src, o, at+7*unit)
+			expectFetchAt(t, src, at+7*unit)
+		})
+	})
+}
+
+// expectFetchAt sleeps to 1 ns before at (virtual time since src started)
+// and checks that no fetch has started by then, then to at, and checks
+// that one started at at.
+func expectFetchAt(t *testing.T, src *source, at time.Duration) {
+	t.Helper()
+	n := src.count()
+	time.Sleep(time.Until(src.t0.Add(at - 1)))
+	synctest.Wait()
+	require.Equal(t, n, src.count(), "no fetch starts 1 ns before %v", at)
+	time.Sleep(time.Nanosecond)
+	synctest.Wait()
+	starts := src.starts()
+	require.Len(t, starts, n+1, "a fetch starts at %v", at)
+	assert.Equal(t, at, starts[n])
+}
+
+// assertQueuedTick checks that o's next tick is queued in c's deadline
+// queue for at (virtual time since src started), or not queued for 0.
+func assertQueuedTick[T any](t *testing.T, c *Client, src *source, o *Observer[T], at time.Duration) {
+	t.Helper()
+	c.gc.mu.Lock()
+	defer c.gc.mu.Unlock()
+	if at == 0 {
+		assert.Zero(t, o.tickPos, "no tick queued")
+		return
+	}
+	require.NotZero(t, o.tickPos, "a tick is queued")
+	it := c.gc.items[o.tickPos-1]
+	require.Same(t, o, it.e.(*Observer[T]))
+	assert.Equal(t, at, c.gc.epoch.Add(it.at-1).Sub(src.t0), "the tick's deadline")
+}
+
+// TestPollingObserverHasNoTimerOfItsOwn: a polling observer costs no
+// allocation more than one that does not poll. Its ticks are items of the
+// client's deadline queue; a *time.Timer of its own (and its function)
+// would be allocations more.
+func TestPollingObserverHasNoTimerOfItsOwn(t *testing.T) {
+	c := NewClient()
+	defer c.Close()
+	q := NewQueryFunc(c, Key{"k"}, func(context.Context, int) (int, error) { return 0, nil }, StaleTime(Forever))
+	q.SetData(1, 1) // fresh: no mount fetch
+	allocs := func(opts ...UseOption) float64 {
+		return testing.AllocsPerRun(200, func() {
+			q.Use(context.Background(), 1, opts...).Close()
+		})
+	}
+	plain := allocs()
+	polling := allocs(RefetchInterval(time.Hour))
+	assert.Less(t, polling, plain+1, "allocations of a polling observer (%v) against a plain one (%v)", polling, plain)
+}

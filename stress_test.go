@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,4 +196,138 @@ func TestStressRealClock(t *testing.T) {
 	}
 	t.Logf("stress, %v, %d workers, %d keys, GOMAXPROCS %d: %d operations, %d upstream calls; %+v",
 		duration, workers, keys, runtime.GOMAXPROCS(0), total, calls.Load(), st)
+}
+
+// TestStressPollingTicks races the ways an observer's tick meets the rest,
+// on the real clock with 1 ms intervals for a bounded time: a change
+// (SetData, a fetch) moving a queued tick while the client's deadline
+// queue pops it, Close and the end of the context while a tick is due,
+// SetOptions turning the interval to 0 and back or switching the observer
+// off, interval functions, Client.Close with observers still polling. The
+// queue must stay a well-formed heap, no ended observer may keep a tick
+// queued, nothing fetches once every observer has ended, and goleak
+// (TestMain) checks that no tick's goroutine is left.
+func TestStressPollingTicks(t *testing.T) {
+	const (
+		workers = 4
+		keys    = 8
+		live    = 6 // observers a worker keeps
+	)
+	const duration = 300 * time.Millisecond
+	c := NewClient()
+	var calls atomic.Int64
+	q := NewQueryFunc(c, Key{"p"}, func(ctx context.Context, k int) (int, error) {
+		return int(calls.Add(1)), nil
+	})
+	type obs struct {
+		o      *Observer[int]
+		cancel context.CancelFunc
+	}
+	interval := func(r *rand.Rand) time.Duration { return time.Duration(r.IntN(3)) * time.Millisecond / 2 }
+	use := func(r *rand.Rand) obs {
+		ctx, cancel := context.WithCancel(context.Background())
+		var opt UseOption
+		if r.IntN(3) == 0 {
+			opt = q.RefetchIntervalFunc(func(s State[int]) time.Duration {
+				return time.Duration(s.Data%3) * time.Millisecond / 2
+			})
+		} else {
+			opt = RefetchInterval(interval(r))
+		}
+		return obs{q.Use(ctx, r.IntN(keys), opt, RefetchIntervalInBackground(true)), cancel}
+	}
+	// end ends o by Close or by its context, and reports whether it has
+	// waited for the end.
+	end := func(o obs, r *rand.Rand) bool {
+		if r.IntN(2) == 0 {
+			o.o.Close()
+		} else {
+			o.cancel()
+		}
+		if r.IntN(2) == 0 {
+			return false
+		}
+		o.o.Close() // waits for the end of a cancelled one too
+		o.cancel()
+		c.gc.mu.Lock()
+		assert.Zero(t, o.o.tickPos, "an ended observer has no tick queued")
+		c.gc.mu.Unlock()
+		return true
+	}
+	var wg sync.WaitGroup
+	left := make([][]obs, workers)
+	ending := make([][]obs, workers) // ended without waiting
+	deadline := time.Now().Add(duration)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 17))
+			var mine []obs
+			for time.Now().Before(deadline) {
+				for len(mine) < live {
+					mine = append(mine, use(r))
+				}
+				i := r.IntN(len(mine))
+				o := mine[i]
+				switch r.IntN(8) {
+				case 0, 1:
+					q.SetData(r.IntN(keys), r.IntN(1000))
+				case 2:
+					o.o.SetOptions(RefetchInterval(interval(r)))
+				case 3:
+					o.o.SetOptions(RefetchInterval(0))
+				case 4:
+					o.o.SetOptions(Enabled(r.IntN(2) == 0))
+				case 5:
+					if !end(o, r) {
+						ending[w] = append(ending[w], o)
+					}
+					mine = slices.Delete(mine, i, i+1)
+				case 6:
+					assert.NoError(t, checkGCQueue(&c.gc, nil))
+				case 7:
+					time.Sleep(time.Duration(r.IntN(500)) * time.Microsecond)
+				}
+			}
+			left[w] = mine
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, checkGCQueue(&c.gc, nil))
+	for _, mine := range ending {
+		for _, o := range mine {
+			o.o.Close()
+			o.cancel()
+		}
+	}
+	// Half the observers end by themselves, the rest with the client.
+	for w, mine := range left {
+		if w%2 == 0 {
+			for _, o := range mine {
+				o.o.Close()
+				o.cancel()
+			}
+		}
+	}
+	c.gc.mu.Lock()
+	for _, it := range c.gc.items {
+		if o, ok := it.e.(*Observer[int]); ok {
+			assert.Zero(t, o.flags.Load()&obsEnded, "an ended observer has a tick queued")
+		}
+	}
+	c.gc.mu.Unlock()
+	require.NoError(t, c.Close())
+	n := calls.Load()
+	time.Sleep(20 * time.Millisecond) // 40 intervals: a tick left behind would fetch
+	assert.Equal(t, n, calls.Load(), "nothing fetches after Close")
+	c.gc.mu.Lock()
+	assert.Empty(t, c.gc.items)
+	c.gc.mu.Unlock()
+	for _, mine := range left {
+		for _, o := range mine {
+			o.cancel()
+			assert.Zero(t, o.o.tickPos)
+		}
+	}
 }
