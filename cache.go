@@ -587,19 +587,19 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T], w want) {
 }
 
 // runGo is the goroutine of a fetch that startLocked started.
-func (e *entry[P, T]) runGo(op *fetchOp[T]) {
-	defer e.q.c.wg.Done()
-	runOwned(func() { e.run(op) })
-}
+func (e *entry[P, T]) runGo(op *fetchOp[T]) { e.runCounted(op) }
 
 // runInline runs op, which its caller claimed (claimInlineLocked), on the
 // caller's goroutine, as Client.goroutine would run it on a goroutine of
 // its own: Close waits for it, and callbacks that call Close from inside it
-// see that they run on qcache's behalf (runOwned). Should run end
-// abnormally (runtime.Goexit in the fetch function, a panic outside it that
-// the caller recovers), op is abandoned, so that its joiners do not wait
-// for ever.
-func (e *entry[P, T]) runInline(op *fetchOp[T]) {
+// see that they run on qcache's behalf (runOwned).
+func (e *entry[P, T]) runInline(op *fetchOp[T]) { e.runCounted(op) }
+
+// runCounted runs op, counted in the client's WaitGroup (addRun), under
+// runOwned. Should run end abnormally (runtime.Goexit in the fetch
+// function, a panic outside it that the inline caller recovers), op is
+// abandoned, so that its joiners do not wait for ever.
+func (e *entry[P, T]) runCounted(op *fetchOp[T]) {
 	c := e.q.c
 	ok := false
 	defer func() {
@@ -669,8 +669,10 @@ func (e *entry[P, T]) run(op *fetchOp[T]) {
 		if attempts > 1 {
 			a = new(attemptCtx)
 		}
-		data, err = q.attempt(ctx, a, e.p)
-		release()
+		func() {
+			defer release() // even when the function ends its goroutine (runtime.Goexit)
+			data, err = q.attempt(ctx, a, e.p)
+		}()
 		if err == nil {
 			break
 		}
