@@ -162,9 +162,12 @@ type attemptCtx struct {
 	parent   context.Context
 	c        *Client
 	deadline time.Duration // since the client's epoch
-	ended    atomic.Bool   // the attempt has returned
+	endedAt  atomic.Int64  // when the attempt returned, since the client's epoch, plus one; 0 before
 
-	mu    sync.Mutex // serializes arm and end
+	mu sync.Mutex // serializes arm and end
+	// armed is the stdlib context the attempt stands for, made when Done
+	// is first asked for, or when Err first finds the attempt ended: from
+	// then on Err is its, which never changes once non-nil.
 	armed atomic.Pointer[armedCtx]
 }
 
@@ -183,7 +186,7 @@ func (a *attemptCtx) start(parent context.Context, c *Client, d time.Duration) {
 // if armed, stops.
 func (a *attemptCtx) end() {
 	a.mu.Lock()
-	a.ended.Store(true)
+	a.endedAt.Store(int64(a.c.clock()) + 1)
 	t := a.armed.Load()
 	a.mu.Unlock()
 	if t != nil {
@@ -198,16 +201,51 @@ func (a *attemptCtx) arm() *armedCtx {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.armLocked()
+}
+
+// armLocked is arm with a.mu held: a context.WithDeadline of the parent
+// while the attempt is live, else a context ended as the attempt has
+// (endedLocked), which the parent's later end does not change.
+func (a *attemptCtx) armLocked() *armedCtx {
 	if t := a.armed.Load(); t != nil {
 		return t
 	}
-	ctx, cancel := context.WithDeadline(a.parent, a.c.timeAt(a.deadline))
-	t := &armedCtx{ctx: ctx, cancel: cancel}
-	if a.ended.Load() {
-		cancel()
+	var t *armedCtx
+	if x := a.endedLocked(); x != nil {
+		base := context.WithoutCancel(a.parent)
+		if x.err == context.DeadlineExceeded {
+			ctx, cancel := context.WithDeadlineCause(base, time.Time{}, x.cause)
+			t = &armedCtx{ctx: ctx, cancel: cancel}
+		} else {
+			ctx, cancel := context.WithCancelCause(base)
+			cancel(x.cause)
+			t = &armedCtx{ctx: ctx, cancel: func() {}}
+		}
+	} else {
+		ctx, cancel := context.WithDeadline(a.parent, a.c.timeAt(a.deadline))
+		t = &armedCtx{ctx: ctx, cancel: cancel}
 	}
 	a.armed.Store(t)
 	return t
+}
+
+type ctxEnd struct{ err, cause error }
+
+// endedLocked returns how the unarmed context has ended, nil while it has
+// not; a.mu is held. Of the attempt's end and its deadline, the earlier
+// counts, as for the context.WithDeadline it stands for with a deferred
+// cancel; the parent's end is looked at first.
+func (a *attemptCtx) endedLocked() *ctxEnd {
+	switch endedAt := time.Duration(a.endedAt.Load()); {
+	case a.parent.Err() != nil:
+		return &ctxEnd{a.parent.Err(), context.Cause(a.parent)}
+	case endedAt != 0 && endedAt-1 < a.deadline:
+		return &ctxEnd{context.Canceled, context.Canceled}
+	case a.c.clock() >= a.deadline:
+		return &ctxEnd{context.DeadlineExceeded, context.DeadlineExceeded}
+	}
+	return nil
 }
 
 func (a *attemptCtx) Deadline() (time.Time, bool) {
@@ -227,19 +265,22 @@ func (a *attemptCtx) Err() error {
 	if t := a.armed.Load(); t != nil {
 		return t.ctx.Err()
 	}
-	if err := a.parent.Err(); err != nil {
-		return err
+	if a.parent.Err() == nil && a.endedAt.Load() == 0 && a.c.clock() < a.deadline {
+		return nil // live: the common answer, without a lock or a context
 	}
-	if a.ended.Load() {
-		return context.Canceled
-	}
-	if a.c.clock() >= a.deadline {
-		return context.DeadlineExceeded
-	}
-	return nil
+	// Ended: the context is armed ended so, so that Err never changes.
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.armLocked().ctx.Err()
 }
 
 func (a *attemptCtx) Value(key any) any {
+	if _, ok := key.(*int); ok {
+		// Perhaps the stdlib's cancel-context key, which context.Cause
+		// asks for: the attempt's own context answers it (the parent's
+		// would give the parent's cause), as fetchCtx.Value does.
+		return a.arm().ctx.Value(key)
+	}
 	if t := a.armed.Load(); t != nil {
 		return t.ctx.Value(key)
 	}
