@@ -180,7 +180,16 @@ func (e *entry[P, T]) lv() *entryLive[T] {
 		e.ext = &entryExt[T]{}
 	}
 	if e.ext.live == nil {
-		e.ext.live = &entryLive[T]{}
+		// Its state changed before it was live: when its data or its error
+		// last landed is the last change known (intervals count from it).
+		l := &entryLive[T]{}
+		if s := e.snap.Load(); s.hasData {
+			l.lastChange = e.q.c.timeAt(s.dataUpdatedAt)
+		}
+		if f := e.ext.failed; f != nil && f.at.After(l.lastChange) {
+			l.lastChange = f.at
+		}
+		e.ext.live = l
 	}
 	return e.ext.live
 }
