@@ -595,7 +595,7 @@ func (s *WSStream) resync() {
 		s.mu.Unlock()
 		f := s.cfg.resync
 		f.Refetch = RefetchNone
-		s.c.invalidateLocal(s.ctx, f) // does not wait: nothing to refetch
+		s.invalidateResync(f) // does not wait: nothing to refetch
 		if schedule {
 			s.wg.Add(1)
 			go runOwned(func() { // a goroutine that runs callbacks (predicates, OnError)
@@ -615,6 +615,22 @@ func (s *WSStream) resync() {
 	s.refetchResync()
 }
 
+// invalidateResync invalidates f, the WSResync filter, in this client
+// only (only it missed messages: the other replicas are not told) and
+// waits for the refetches f asks for. It runs on the stream's goroutines,
+// so a panicking Predicate or Where is logged instead of ending the
+// process.
+func (s *WSStream) invalidateResync(f Filter) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.c.cfg.logger.ErrorContext(s.ctx, "qcache: websocket resync: filter predicate panicked", "url", s.url, "panic", r)
+		}
+	}()
+	if err := s.c.invalidateLocal(s.ctx, f); err != nil {
+		s.c.cfg.logger.DebugContext(s.ctx, "qcache: websocket resync", "url", s.url, "err", err)
+	}
+}
+
 // refetchResync invalidates the WSResync filter in the background. Resyncs
 // do not pile up: one asked while another runs starts when it returns.
 func (s *WSStream) refetchResync() {
@@ -631,10 +647,7 @@ func (s *WSStream) refetchResync() {
 	go runOwned(func() { // a goroutine that runs callbacks (predicates, OnError)
 		defer s.wg.Done()
 		for {
-			// Only this client missed messages: the other replicas are not told.
-			if err := s.c.invalidateLocal(s.ctx, s.cfg.resync); err != nil {
-				s.c.cfg.logger.DebugContext(s.ctx, "qcache: websocket resync", "url", s.url, "err", err)
-			}
+			s.invalidateResync(s.cfg.resync)
 			s.mu.Lock()
 			if !s.resyncPending || s.ctx.Err() != nil {
 				s.resyncRunning, s.resyncPending = false, false

@@ -685,3 +685,32 @@ func TestWSClientCloseFromCallbacks(t *testing.T) {
 		})
 	})
 }
+
+// A WSResync filter whose predicate panics is logged, as InvalidateEvery's
+// is: it runs on the stream's goroutines, where a panic would end the
+// process. The stream goes on: the resync after the next reconnect calls
+// the predicate again.
+func TestWSResyncPredicatePanicIsLogged(t *testing.T) {
+	srv := newWSServer(t, func(ctx context.Context, n int, c *websocket.Conn) {
+		if n > 2 { // the first two links drop at once: two resyncs
+			wsReadUntilDone(ctx, c)
+		}
+	})
+	var logs secretLog
+	c := NewClient(WithBaseURL(srv.URL), WithLogger(logs.logger()))
+	defer c.Close()
+	q := NewQuery[string, wsUser](c, Endpoint{URL: "/users/$id"}, StaleTime(Forever), Retry(0))
+	q.SetData("1", wsUser{ID: "1"})
+	var calls atomic.Int32
+	c.SubscribeWS(context.Background(), srv.wsURL(), wsUserHandler(q),
+		append(wsFast, WSResyncMinInterval(0), WSResync(Filter{Predicate: func(Key) bool {
+			calls.Add(1)
+			panic("resync predicate")
+		}}))...)
+	wsWaitFor(t, 5*time.Second, "two resyncs, each calling the predicate", func() bool { return calls.Load() >= 2 })
+	wsWaitFor(t, 5*time.Second, "the panics logged", func() bool {
+		logs.mu.Lock()
+		defer logs.mu.Unlock()
+		return logs.byMsg["qcache: websocket resync: filter predicate panicked"] >= 2
+	})
+}
