@@ -2,7 +2,7 @@ package qcache
 
 // Tests a third reviewer wrote to break the inline fetch (a Get or Fetch
 // whose context cannot end runs the fetch on its own goroutine: cache.go
-// runInline, claimInlineLocked; query.go getSlow) and the paths around it.
+// runCounted, claimInlineLocked; query.go getSlow) and the paths around it.
 // Each comment names the rule (shared/DESIGN.md, docs/semantics.md or a
 // doc comment) that the test holds the code to.
 
@@ -17,11 +17,11 @@ import (
 	"github.com/stretchr/testify/assert"
 )
 
-// runInline's doc: "Should run end abnormally (runtime.Goexit in the fetch
+// runCounted's doc: "Should run end abnormally (runtime.Goexit in the fetch
 // function ...), op is abandoned, so that its joiners do not wait for
 // ever", and docs/semantics.md: the inline path changes nothing else. The
 // same function on the goroutine path (a Get whose context can end, or
-// Prefetch) was not covered: runGo had no such guard, so the op never
+// Prefetch) was not covered: its goroutine had no such guard, so the op never
 // settled: every caller waited until its own context ended, and the entry
 // showed Fetching until the last of them had left. Both paths now share
 // runCounted.
@@ -50,7 +50,7 @@ func TestBreak3GoexitOnTheFetchGoroutineAbandonsTheFetch(t *testing.T) {
 // (runtime.Goexit; require.FailNow in a test's fetch function on the
 // inline path does exactly that) kept the slot for ever, and with a
 // bound of one every later fetch of the client waited in FetchQueued for
-// ever, although runInline abandoned the op.
+// ever, although the op was abandoned.
 func TestBreak3GoexitInAFetchGivesItsSlotBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := NewClient(WithMaxConcurrentFetches(1))

@@ -229,7 +229,7 @@ type fetchOp[T any] struct {
 	settled  bool  // done is closed: settled, or abandoned before its function returned
 	nested   bool  // started from inside another fetch's function: takes no slot of a fetch bound
 	// inline: the caller that started the fetch runs it on its own
-	// goroutine (runInline); claimed: that caller has taken it on.
+	// goroutine (runCounted, from await); claimed: that caller has taken it on.
 	inline, claimed bool
 	// What came while the fetch was in flight: an invalidation (its result
 	// lands stale, and callers who want fresh data wait for the next fetch),
@@ -295,7 +295,7 @@ func (op *fetchOp[T]) closeDoneLocked() {
 
 // claimInlineLocked reports whether the caller, which has just got op from
 // joinLocked or refetchLocked with wantInline, must run it itself
-// (runInline); e.mu is held, as it was for the join.
+// (await); e.mu is held, as it was for the join.
 func (op *fetchOp[T]) claimInlineLocked() bool {
 	if !op.inline || op.claimed {
 		return false
@@ -558,7 +558,7 @@ func (e *entry[P, T]) refetchLocked(ctx context.Context, w want) *fetchOp[T] {
 
 // startLocked starts op: on a goroutine of its own, or, for w ==
 // wantInline, on its starter's (which claims it with claimInlineLocked and
-// calls runInline).
+// runs it in await).
 func (e *entry[P, T]) startLocked(op *fetchOp[T], w want) {
 	c := e.q.c
 	// The fetch has a cancellation of its own (Client.Close cancels it
@@ -592,22 +592,17 @@ func (e *entry[P, T]) startLocked(op *fetchOp[T], w want) {
 		e.abandonLocked(op, ErrClosed)
 		return
 	}
-	go e.runGo(op) // as Client.goroutine does, without its two closures
+	go e.runCounted(op) // as Client.goroutine does, without its two closures
 }
 
-// runGo is the goroutine of a fetch that startLocked started.
-func (e *entry[P, T]) runGo(op *fetchOp[T]) { e.runCounted(op) }
-
-// runInline runs op, which its caller claimed (claimInlineLocked), on the
-// caller's goroutine, as Client.goroutine would run it on a goroutine of
-// its own: Close waits for it, and callbacks that call Close from inside it
-// see that they run on qcache's behalf (runOwned).
-func (e *entry[P, T]) runInline(op *fetchOp[T]) { e.runCounted(op) }
-
 // runCounted runs op, counted in the client's WaitGroup (addRun), under
-// runOwned. Should run end abnormally (runtime.Goexit in the fetch
-// function, a panic outside it that the inline caller recovers), op is
-// abandoned, so that its joiners do not wait for ever.
+// runOwned: on a goroutine of its own (startLocked), or on the goroutine
+// of the caller that claimed it (claimInlineLocked, await), as
+// Client.goroutine would run it on one of its own: Close waits for it, and
+// callbacks that call Close from inside it see that they run on qcache's
+// behalf. Should run end abnormally (runtime.Goexit in the fetch function,
+// a panic outside it that the inline caller recovers), op is abandoned, so
+// that its joiners do not wait for ever.
 func (e *entry[P, T]) runCounted(op *fetchOp[T]) {
 	c := e.q.c
 	ok := false
@@ -981,7 +976,7 @@ func inlineIf(ctx context.Context) want {
 // op out), else it waits as wait does.
 func (e *entry[P, T]) await(ctx context.Context, op *fetchOp[T], inline bool) (T, error) {
 	if inline {
-		e.runInline(op)
+		e.runCounted(op)
 		return op.data, op.err
 	}
 	return e.wait(ctx, op)

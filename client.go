@@ -159,9 +159,9 @@ func (c *Client) goroutine(f func()) bool {
 }
 
 // addRun counts a run as a goroutine of the client, which Close waits for:
-// a goroutine about to start (goroutine, entry.runGo) or a fetch its caller
-// runs on its own goroutine (entry.runInline); the run calls c.wg.Done when
-// it returns. It reports false once the client is closed.
+// a goroutine about to start (goroutine; a fetch's, entry.runCounted) or a
+// fetch its caller runs on its own goroutine (entry.runCounted too); the
+// run calls c.wg.Done when it returns. It reports false once the client is closed.
 func (c *Client) addRun() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
