@@ -182,10 +182,7 @@ func (e *entry[P, T]) lv() *entryLive[T] {
 	if e.ext.live == nil {
 		// Its state changed before it was live: when its data or its error
 		// last landed is the last change known (intervals count from it).
-		l := &entryLive[T]{}
-		if s := e.snap.Load(); s.hasData {
-			l.lastChange = e.q.c.timeAt(s.dataUpdatedAt)
-		}
+		l := &entryLive[T]{lastChange: e.snap.Load().updatedAt(e.q.c)}
 		if f := e.ext.failed; f != nil && f.at.After(l.lastChange) {
 			l.lastChange = f.at
 		}
