@@ -285,15 +285,21 @@ func (c *Client) InvalidateEvery(ctx context.Context, every time.Duration, f Fil
 	}
 }
 
+// logFilterPanic, deferred by a goroutine of qcache's that matches a
+// user's Filter, logs a panicking Predicate or Where (as "qcache: <where>:
+// filter predicate panicked", with args) instead of letting it end the
+// process.
+func (c *Client) logFilterPanic(ctx context.Context, where string, args ...any) {
+	if r := recover(); r != nil {
+		c.cfg.logger.ErrorContext(ctx, "qcache: "+where+": filter predicate panicked", append(args, "panic", r)...)
+	}
+}
+
 // invalidateRound is one round of InvalidateEvery. It runs on the client's
 // goroutine, so a panicking Predicate is logged instead of ending the
 // process.
 func (c *Client) invalidateRound(ctx context.Context, f Filter) {
-	defer func() {
-		if r := recover(); r != nil {
-			c.cfg.logger.ErrorContext(ctx, "qcache: InvalidateEvery: filter predicate panicked", "panic", r)
-		}
-	}()
+	defer c.logFilterPanic(ctx, "InvalidateEvery")
 	c.eachMatch(f, func(e anyEntry) bool {
 		e.invalidate(ctx, f.Refetch, wantPin)
 		return true

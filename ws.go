@@ -621,11 +621,7 @@ func (s *WSStream) resync() {
 // so a panicking Predicate or Where is logged instead of ending the
 // process.
 func (s *WSStream) invalidateResync(f Filter) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.c.cfg.logger.ErrorContext(s.ctx, "qcache: websocket resync: filter predicate panicked", "url", s.url, "panic", r)
-		}
-	}()
+	defer s.c.logFilterPanic(s.ctx, "websocket resync", "url", s.url)
 	if err := s.c.invalidateLocal(s.ctx, f); err != nil {
 		s.c.cfg.logger.DebugContext(s.ctx, "qcache: websocket resync", "url", s.url, "err", err)
 	}
