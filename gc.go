@@ -60,14 +60,12 @@ func (g *gcQueue) schedule(e gcTarget, at time.Duration) {
 		return
 	}
 	if pos := *e.gcPos(); pos > 0 {
-		i := int(pos - 1)
-		g.items[i].at = at
-		heapFix(g, i)
-	} else {
-		g.items = append(g.items, gcItem{at: at, e: e})
-		*e.gcPos() = int32(len(g.items))
-		heapUp(g, len(g.items)-1)
+		g.moveLocked(int(pos-1), at)
+		return
 	}
+	g.items = append(g.items, gcItem{at: at, e: e})
+	*e.gcPos() = int32(len(g.items))
+	heapUp(g, len(g.items)-1)
 	g.armLocked()
 }
 
@@ -76,12 +74,14 @@ func (g *gcQueue) schedule(e gcTarget, at time.Duration) {
 func (g *gcQueue) reschedule(e gcTarget, d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	pos := *e.gcPos()
-	if pos == 0 {
-		return
+	if pos := *e.gcPos(); pos > 0 {
+		g.moveLocked(int(pos-1), addSat(g.now(), d))
 	}
-	i := int(pos - 1)
-	g.items[i].at = addSat(g.now(), d)
+}
+
+// moveLocked moves the item at heap index i to at.
+func (g *gcQueue) moveLocked(i int, at time.Duration) {
+	g.items[i].at = at
 	heapFix(g, i)
 	g.armLocked()
 }
