@@ -44,13 +44,7 @@ func TestBreak3PanickingRetryDelayLeavesTheProcess(t *testing.T) {
 		}
 		os.Exit(0)
 	}
-	if testing.Short() {
-		t.Skip("runs a child process")
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBreak3PanickingRetryDelayLeavesTheProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "QCACHE_BREAK3_CHILD=retrydelay")
-	out, err := cmd.CombinedOutput()
-	assert.NoError(t, err, "the process died:\n%.600s", out)
+	assertChildLives(t, "retrydelay")
 }
 
 // b3Item's Validate assumes an owner, as a user's Validate might: it
@@ -101,11 +95,19 @@ func TestBreak3PanickingValidateOfABusSetDataLeavesTheProcess(t *testing.T) {
 		}
 		os.Exit(0)
 	}
+	assertChildLives(t, "busvalidate")
+}
+
+// assertChildLives runs the calling test again in a child process with
+// QCACHE_BREAK3_CHILD set to child, and fails unless the child exits 0:
+// for a test whose failure would end the process.
+func assertChildLives(t *testing.T, child string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("runs a child process")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBreak3PanickingValidateOfABusSetDataLeavesTheProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "QCACHE_BREAK3_CHILD=busvalidate")
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "QCACHE_BREAK3_CHILD="+child)
 	out, err := cmd.CombinedOutput()
 	assert.NoError(t, err, "the process died:\n%.600s", out)
 }
