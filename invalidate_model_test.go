@@ -387,13 +387,7 @@ func (m *invModel) report() {
 }
 
 func TestInvalidationModelRandomized(t *testing.T) {
-	seeds := 200
-	if s := os.Getenv("QCACHE_MODEL_SEEDS"); s != "" {
-		seeds, _ = strconv.Atoi(s)
-	}
-	if testing.Short() {
-		seeds = 40
-	}
+	seeds := modelSeeds(200, 40)
 	base := rand.Uint64() // a new set of seeds each run; a failure names its seed
 	if s := os.Getenv("QCACHE_INV_SEED"); s != "" {
 		base, _ = strconv.ParseUint(s, 10, 64) // to run a failing seed again (as the first)

@@ -339,14 +339,21 @@ func (m *modelRun) report() {
 	m.modelLog.report(m.t, "the model was broken")
 }
 
-func TestModelRandomized(t *testing.T) {
-	seeds := 300
+// modelSeeds is how many seeds a model test runs: short with -short, else
+// QCACHE_MODEL_SEEDS when set, else full.
+func modelSeeds(full, short int) int {
+	seeds := full
 	if s := os.Getenv("QCACHE_MODEL_SEEDS"); s != "" {
 		seeds, _ = strconv.Atoi(s)
 	}
 	if testing.Short() {
-		seeds = 50
+		seeds = short
 	}
+	return seeds
+}
+
+func TestModelRandomized(t *testing.T) {
+	seeds := modelSeeds(300, 50)
 	for seed := range uint64(seeds) {
 		t.Run(strconv.FormatUint(seed, 10), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
