@@ -1095,8 +1095,14 @@ func (e *entry[P, T]) touch() {
 	}
 }
 
-// stamp marks the entry as the one used last (a miss, Fetch, a hit).
-func (e *entry[P, T]) stamp() { e.lastUse.Store(uint32(e.q.c.useClock.Add(1))) }
+// stamp marks the entry as the one used last (a miss, Fetch, a hit). Only
+// a bounded client (WithMaxEntries) orders its entries by use: an
+// unbounded one's misses and Fetch calls skip the shared clock.
+func (e *entry[P, T]) stamp() {
+	if c := e.q.c; c.cfg.maxEntries > 0 {
+		e.lastUse.Store(uint32(c.useClock.Add(1)))
+	}
+}
 
 func (e *entry[P, T]) hasEnabledObserverLocked() bool {
 	for _, o := range e.observersLocked() {

@@ -37,7 +37,7 @@ type Client struct {
 
 	gc       gcQueue
 	entries  atomic.Int64
-	useClock atomic.Uint64 // advanced on every use of an entry but the last used; entries keep it (stamp), for LRU eviction
+	useClock atomic.Uint64 // bounded clients: advanced on every use of an entry but the last used; entries keep it (stamp), for LRU eviction
 
 	n         counters // the sums of the queries' counters; hits are summed when read
 	overBound atomic.Uint64
