@@ -98,35 +98,45 @@ func startDeep(deep int) (release func()) {
 // parked goroutine's g record (about 480 bytes), its sudog and its stack.
 func ParkedFootprint(n, deep int) Footprint {
 	defer startDeep(deep)()
-	g0 := runtime.NumGoroutine()
-	h0, s0 := inUse()
-	start := startStack()
 	wake := make([]chan struct{}, n)
 	var parked, ended sync.WaitGroup
-	for i := range wake {
-		wake[i] = make(chan struct{}, 1)
-		parked.Add(1)
-		ended.Add(1)
-		go func(ch <-chan struct{}) {
-			defer ended.Done()
-			parked.Done()
-			<-ch
-		}(wake[i])
-	}
-	parked.Wait()
-	time.Sleep(50 * time.Millisecond) // as W6: let them all reach the receive
-	h1, s1 := inUse()
-	g1 := runtime.NumGoroutine()
+	fp, _ := measureFootprint(n, func() {
+		for i := range wake {
+			wake[i] = make(chan struct{}, 1)
+			parked.Add(1)
+			ended.Add(1)
+			go func(ch <-chan struct{}) {
+				defer ended.Done()
+				parked.Done()
+				<-ch
+			}(wake[i])
+		}
+		parked.Wait()
+		time.Sleep(50 * time.Millisecond) // as W6: let them all reach the receive
+	})
 	for _, ch := range wake {
 		ch <- struct{}{}
 	}
 	ended.Wait()
-	return Footprint{
-		Bytes:      (float64(h1+s1) - float64(h0+s0)) / float64(n),
-		Stack:      (float64(s1) - float64(s0)) / float64(n),
-		Goroutines: float64(g1-g0) / float64(n),
-		StartStack: start,
-	}
+	return fp
+}
+
+// measureFootprint measures what start, which starts n of something and
+// returns once they have settled, left in use: HeapInuse + StackInuse and
+// goroutines after collections, before and after, per one of the n, and
+// the initial stack size they started with. before is HeapInuse +
+// StackInuse before start.
+func measureFootprint(n int, start func()) (fp Footprint, before uint64) {
+	g0 := runtime.NumGoroutine()
+	h0, s0 := inUse() // its collections set the initial stack size
+	fp.StartStack = startStack()
+	start()
+	h1, s1 := inUse()
+	g1 := runtime.NumGoroutine()
+	fp.Bytes = (float64(h1+s1) - float64(h0+s0)) / float64(n)
+	fp.Stack = (float64(s1) - float64(s0)) / float64(n)
+	fp.Goroutines = float64(g1-g0) / float64(n)
+	return fp, h0 + s0
 }
 
 func pollingFootprint(n int, every time.Duration, deep int) Footprint {
@@ -142,36 +152,27 @@ func pollingFootprint(n int, every time.Duration, deep int) Footprint {
 	ctx := context.Background()
 	obs := make([]*qcache.Observer[int], 0, n)
 	defer startDeep(deep)()
-	g0 := runtime.NumGoroutine()
 	f0 := c.Stats().Fetches
-	h0, s0 := inUse() // its collections set the initial stack size
-	start := startStack()
-	for i := range n {
-		obs = append(obs, q.Use(ctx, i, qcache.RefetchInterval(every)))
-	}
-	// Each observer fetches once on mount (the data is stale: default
-	// StaleTime 0); wait for those fetches to settle.
-	deadline := time.Now().Add(30 * time.Second)
-	for c.Stats().Fetches-f0 < uint64(n) && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	for _, o := range obs {
-		for o.State().IsFetching() && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
+	fp, before := measureFootprint(n, func() {
+		for i := range n {
+			obs = append(obs, q.Use(ctx, i, qcache.RefetchInterval(every)))
 		}
-	}
-	time.Sleep(50 * time.Millisecond) // let the fetch goroutines end
-	h1, s1 := inUse()
-	g1 := runtime.NumGoroutine()
-	fp := Footprint{
-		Bytes:      (float64(h1+s1) - float64(h0+s0)) / float64(n),
-		Stack:      (float64(s1) - float64(s0)) / float64(n),
-		Goroutines: float64(g1-g0) / float64(n),
-		Fetches:    c.Stats().Fetches - f0,
-		StartStack: start,
-	}
+		// Each observer fetches once on mount (the data is stale: default
+		// StaleTime 0); wait for those fetches to settle.
+		deadline := time.Now().Add(30 * time.Second)
+		for c.Stats().Fetches-f0 < uint64(n) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		for _, o := range obs {
+			for o.State().IsFetching() && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // let the fetch goroutines end
+	})
+	fp.Fetches = c.Stats().Fetches - f0
 	if deep == 0 {
-		fp.Entry = (float64(h0+s0) - float64(he+se)) / float64(n)
+		fp.Entry = (float64(before) - float64(he+se)) / float64(n)
 	}
 	runtime.KeepAlive(obs)
 	return fp
